@@ -1,0 +1,117 @@
+// Package jsonnet holds the Jsonnet templates this project ships (the web_hook body Kratos renders, the
+// profile mapping, the SMS body for Kratos's courier) and evaluates the profile mapping. It hides
+// go-jsonnet from its callers.
+//
+// go-jsonnet is pinned to v0.20.0, the version Kratos v1.3.1 pins, so that the tests render webhook.jsonnet
+// with the same standard library Kratos has.
+package jsonnet
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	gojsonnet "github.com/google/go-jsonnet"
+	"github.com/google/go-jsonnet/ast"
+)
+
+// WebhookTemplate is the body template of every web_hook this service serves.
+//
+//go:embed webhook.jsonnet
+var WebhookTemplate []byte
+
+// DefaultProfileMapping maps a Kratos identity to profile fields; PROFILE_MAPPING_FILE replaces it.
+//
+//go:embed profile.jsonnet
+var DefaultProfileMapping []byte
+
+// Fields are what a profile mapping derives from an identity.
+type Fields struct {
+	Email      *string        `json:"email"`
+	Phone      *string        `json:"phone"`
+	Name       *string        `json:"name"`
+	Locale     *string        `json:"locale"`
+	Attributes map[string]any `json:"attributes"`
+}
+
+// Mapper evaluates a profile mapping. The source is parsed once; each Map call evaluates the parsed program
+// on a VM from a pool, so a Mapper is safe for concurrent use.
+type Mapper struct {
+	name string
+	node ast.Node
+	vms  sync.Pool
+}
+
+// NewMapper parses a mapping. name is used in error messages (a file name).
+func NewMapper(name string, source []byte) (*Mapper, error) {
+	node, err := gojsonnet.SnippetToAST(name, string(source))
+	if err != nil {
+		return nil, fmt.Errorf("profile mapping %s: %w", name, err)
+	}
+	m := &Mapper{name: name, node: node}
+	m.vms.New = func() any {
+		vm := gojsonnet.MakeVM()
+		// No imports: a mapping is one self-contained file, as in Kratos.
+		vm.Importer(noImports{})
+		return vm
+	}
+	return m, nil
+}
+
+// MappingError is a mapping that failed to evaluate or returned something that is not a profile. It is
+// permanent for the identity it was given: trying again gives the same result.
+type MappingError struct {
+	Mapping string
+	Err     error
+}
+
+func (e *MappingError) Error() string { return fmt.Sprintf("profile mapping %s: %v", e.Mapping, e.Err) }
+func (e *MappingError) Unwrap() error { return e.Err }
+
+// Map evaluates the mapping with identityJSON (a Kratos identity) as its argument `identity`.
+func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
+	vm := m.vms.Get().(*gojsonnet.VM)
+	defer m.vms.Put(vm)
+	vm.TLACode("identity", string(identityJSON))
+	out, err := vm.Evaluate(m.node)
+	if err != nil {
+		// The formatter adds the file position and Jsonnet stack trace.
+		return Fields{}, &MappingError{Mapping: m.name, Err: errors.New(strings.TrimSpace(vm.ErrorFormatter.Format(err)))}
+	}
+	var f Fields
+	if err := json.Unmarshal([]byte(out), &f); err != nil {
+		return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("output is not a profile object: %w", err)}
+	}
+	for k, v := range f.Attributes {
+		if !scalarOrList(v) {
+			return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("attribute %q: want a string, number, boolean or a list of those", k)}
+		}
+	}
+	return f, nil
+}
+
+func scalarOrList(v any) bool {
+	switch t := v.(type) {
+	case string, float64, bool, nil:
+		return true
+	case []any:
+		for _, e := range t {
+			switch e.(type) {
+			case string, float64, bool:
+			default:
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+type noImports struct{}
+
+func (noImports) Import(importedFrom, importedPath string) (gojsonnet.Contents, string, error) {
+	return gojsonnet.Contents{}, "", fmt.Errorf("import %q: imports are not allowed in a mapping", importedPath)
+}
