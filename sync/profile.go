@@ -1,0 +1,127 @@
+// Package sync keeps the profiles table (and, through it, the search index) in step with Kratos. It holds
+// the River job args and workers, and the SQL that writes profiles and hook events.
+//
+// It shadows the standard library's sync: import it as profilesync.
+package sync
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kratos-hooks/kratos-hooks/jsonnet"
+	"github.com/kratos-hooks/kratos-hooks/kratos"
+)
+
+// Profile is one row of the profiles table.
+type Profile struct {
+	IdentityID          uuid.UUID
+	SchemaID            string
+	State               string
+	Traits              json.RawMessage
+	MetadataPublic      json.RawMessage
+	VerifiableAddresses []kratos.VerifiableAddress
+	RecoveryAddresses   []kratos.RecoveryAddress
+	Email               *string
+	EmailVerified       bool
+	Phone               *string
+	PhoneVerified       bool
+	Name                *string
+	Locale              *string
+	Attributes          map[string]any
+	CreatedAt           *time.Time
+	Revision            int64
+	SyncedAt            time.Time
+	LastLoginAt         *time.Time
+	LoginCount          int64
+	DeletedAt           *time.Time
+}
+
+// Mapper derives a profile's searchable fields from an identity. Map must be deterministic: the same
+// identity must give the same fields, or every reconcile pass sees drift.
+type Mapper interface {
+	Map(identityJSON []byte) (jsonnet.Fields, error)
+}
+
+// ProfileFromIdentity builds the profile row content for an identity (without the bookkeeping columns:
+// revision, synced_at, login counts). A mapping error is returned as is (*jsonnet.MappingError).
+func ProfileFromIdentity(ident *kratos.Identity, mapper Mapper) (Profile, error) {
+	identityJSON, err := json.Marshal(ident)
+	if err != nil {
+		return Profile{}, fmt.Errorf("encode identity %s: %w", ident.ID, err)
+	}
+	fields, err := mapper.Map(identityJSON)
+	if err != nil {
+		return Profile{}, err
+	}
+	p := Profile{
+		IdentityID:          ident.ID,
+		SchemaID:            ident.SchemaID,
+		State:               ident.State,
+		Traits:              ident.Traits,
+		MetadataPublic:      ident.MetadataPublic,
+		VerifiableAddresses: ident.VerifiableAddresses,
+		RecoveryAddresses:   ident.RecoveryAddresses,
+		Email:               nonEmpty(fields.Email),
+		Phone:               nonEmpty(fields.Phone),
+		Name:                nonEmpty(fields.Name),
+		Locale:              nonEmpty(fields.Locale),
+		Attributes:          fields.Attributes,
+		CreatedAt:           &ident.CreatedAt,
+	}
+	if len(p.Traits) == 0 || string(p.Traits) == "null" {
+		p.Traits = json.RawMessage(`{}`)
+	}
+	if string(p.MetadataPublic) == "null" {
+		p.MetadataPublic = nil
+	}
+	if p.VerifiableAddresses == nil {
+		p.VerifiableAddresses = []kratos.VerifiableAddress{}
+	}
+	if p.RecoveryAddresses == nil {
+		p.RecoveryAddresses = []kratos.RecoveryAddress{}
+	}
+	if p.Attributes == nil {
+		p.Attributes = map[string]any{}
+	}
+	if p.Email != nil {
+		lower := strings.ToLower(*p.Email)
+		p.Email = &lower
+		p.EmailVerified = verified(ident.VerifiableAddresses, kratos.ViaEmail, func(v string) bool { return strings.EqualFold(v, lower) })
+	}
+	if p.Phone != nil {
+		want := normalizePhone(*p.Phone)
+		p.PhoneVerified = verified(ident.VerifiableAddresses, kratos.ViaSMS, func(v string) bool { return normalizePhone(v) == want })
+	}
+	return p, nil
+}
+
+func verified(addrs []kratos.VerifiableAddress, via string, matches func(string) bool) bool {
+	for _, a := range addrs {
+		if a.Via == via && a.Verified && matches(a.Value) {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizePhone drops the separators people type, so "+49 170 1234-567" matches "+491701234567".
+func normalizePhone(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case ' ', '-', '(', ')', '.':
+			return -1
+		}
+		return r
+	}, s)
+}
+
+func nonEmpty(s *string) *string {
+	if s == nil || strings.TrimSpace(*s) == "" {
+		return nil
+	}
+	return s
+}

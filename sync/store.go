@@ -1,0 +1,175 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Querier is what the store functions need: a pool, a connection or a transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Write says what a store write did.
+type Write struct {
+	// Changed is true when the row was inserted or its content changed; Revision is then its new revision.
+	Changed  bool
+	Revision int64
+}
+
+// contentColumns are the columns a sync writes from Kratos. A row whose content equals the new content is
+// left alone: no revision bump, no index write.
+const upsertProfileSQL = `
+INSERT INTO profiles AS p (
+    identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
+    email, email_verified, phone, phone_verified, name, locale, attributes, created_at,
+    revision, synced_at, deleted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, now(), NULL)
+ON CONFLICT (identity_id) DO UPDATE SET
+    schema_id = excluded.schema_id,
+    state = excluded.state,
+    traits = excluded.traits,
+    metadata_public = excluded.metadata_public,
+    verifiable_addresses = excluded.verifiable_addresses,
+    recovery_addresses = excluded.recovery_addresses,
+    email = excluded.email,
+    email_verified = excluded.email_verified,
+    phone = excluded.phone,
+    phone_verified = excluded.phone_verified,
+    name = excluded.name,
+    locale = excluded.locale,
+    attributes = excluded.attributes,
+    created_at = excluded.created_at,
+    revision = p.revision + 1,
+    synced_at = now(),
+    deleted_at = NULL
+WHERE (p.schema_id, p.state, p.traits, p.metadata_public, p.verifiable_addresses, p.recovery_addresses,
+       p.email, p.email_verified, p.phone, p.phone_verified, p.name, p.locale, p.attributes, p.created_at,
+       p.deleted_at)
+      IS DISTINCT FROM
+      (excluded.schema_id, excluded.state, excluded.traits, excluded.metadata_public,
+       excluded.verifiable_addresses, excluded.recovery_addresses, excluded.email, excluded.email_verified,
+       excluded.phone, excluded.phone_verified, excluded.name, excluded.locale, excluded.attributes,
+       excluded.created_at, NULL::timestamptz)
+RETURNING revision`
+
+// UpsertProfile writes p's content. It inserts a new row at revision 1, or updates an existing one and bumps
+// its revision, but only when the content differs. Writing an identity Kratos has again clears a tombstone:
+// Kratos is the truth, and a deleted identity can only be read back if it exists again.
+func UpsertProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
+	var rev int64
+	err := q.QueryRow(ctx, upsertProfileSQL,
+		p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
+		p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
+		p.Attributes, p.CreatedAt,
+	).Scan(&rev)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Write{}, nil
+	}
+	if err != nil {
+		return Write{}, fmt.Errorf("upsert profile %s: %w", p.IdentityID, err)
+	}
+	return Write{Changed: true, Revision: rev}, nil
+}
+
+// InsertMissingProfile inserts p only if there is no row for the identity at all, tombstones included. It is
+// how a reconcile snapshot fills gaps without ever overwriting what a newer sync (or a deletion) wrote.
+func InsertMissingProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
+	var rev int64
+	err := q.QueryRow(ctx, `
+INSERT INTO profiles (
+    identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
+    email, email_verified, phone, phone_verified, name, locale, attributes, created_at, revision, synced_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, now())
+ON CONFLICT (identity_id) DO NOTHING
+RETURNING revision`,
+		p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
+		p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
+		p.Attributes, p.CreatedAt,
+	).Scan(&rev)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Write{}, nil
+	}
+	if err != nil {
+		return Write{}, fmt.Errorf("insert profile %s: %w", p.IdentityID, err)
+	}
+	return Write{Changed: true, Revision: rev}, nil
+}
+
+// TombstoneProfile marks the identity as deleted: deleted_at set, revision bumped, personal data cleared. An
+// identity never seen before gets a tombstone row too, so that a reconcile snapshot read before the deletion
+// cannot insert it afterwards. A row that is already a tombstone is left alone.
+func TombstoneProfile(ctx context.Context, q Querier, id uuid.UUID) (Write, error) {
+	var rev int64
+	err := q.QueryRow(ctx, `
+INSERT INTO profiles AS p (identity_id, deleted_at, revision, synced_at)
+VALUES ($1, now(), 1, now())
+ON CONFLICT (identity_id) DO UPDATE SET
+    traits = '{}', metadata_public = NULL, verifiable_addresses = '[]', recovery_addresses = '[]',
+    email = NULL, email_verified = false, phone = NULL, phone_verified = false, name = NULL, locale = NULL,
+    attributes = '{}',
+    deleted_at = now(), revision = p.revision + 1, synced_at = now()
+WHERE p.deleted_at IS NULL
+RETURNING revision`, id).Scan(&rev)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Write{}, nil
+	}
+	if err != nil {
+		return Write{}, fmt.Errorf("tombstone profile %s: %w", id, err)
+	}
+	return Write{Changed: true, Revision: rev}, nil
+}
+
+// RecordLogin counts one login and moves last_login_at forward (never back: logins can be applied out of
+// order). Call it once per login event; ApplyEvent makes sure of that.
+func RecordLogin(ctx context.Context, q Querier, id uuid.UUID, at time.Time) (Write, error) {
+	var rev int64
+	err := q.QueryRow(ctx, `
+UPDATE profiles
+SET login_count = login_count + 1,
+    last_login_at = GREATEST(last_login_at, $2),
+    revision = revision + 1,
+    synced_at = now()
+WHERE identity_id = $1 AND deleted_at IS NULL
+RETURNING revision`, id, at).Scan(&rev)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Write{}, nil
+	}
+	if err != nil {
+		return Write{}, fmt.Errorf("record login of %s: %w", id, err)
+	}
+	return Write{Changed: true, Revision: rev}, nil
+}
+
+// GetProfile reads one profile row, tombstones included. It returns pgx.ErrNoRows when there is none.
+func GetProfile(ctx context.Context, q Querier, id uuid.UUID) (Profile, error) {
+	var p Profile
+	err := q.QueryRow(ctx, `
+SELECT identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
+       email, email_verified, phone, phone_verified, name, locale, attributes, created_at,
+       revision, synced_at, last_login_at, login_count, deleted_at
+FROM profiles WHERE identity_id = $1`, id).Scan(
+		&p.IdentityID, &p.SchemaID, &p.State, &p.Traits, &p.MetadataPublic, &p.VerifiableAddresses,
+		&p.RecoveryAddresses, &p.Email, &p.EmailVerified, &p.Phone, &p.PhoneVerified, &p.Name, &p.Locale,
+		&p.Attributes, &p.CreatedAt, &p.Revision, &p.SyncedAt, &p.LastLoginAt, &p.LoginCount, &p.DeletedAt)
+	if err != nil {
+		return Profile{}, fmt.Errorf("get profile %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// later returns the later of two writes' outcomes, so a job that writes twice reports its last revision.
+func later(a, b Write) Write {
+	if b.Changed {
+		return b
+	}
+	return a
+}
