@@ -1,0 +1,62 @@
+// Package hooks is the HTTP side of kratos-hooks: the endpoints Kratos calls as web_hook targets, health,
+// and the admin API. routes.go lists every route.
+package hooks
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/riverqueue/river"
+
+	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
+)
+
+// Opts are the HTTP side's dependencies.
+type Opts struct {
+	Logger *slog.Logger
+	// Pool is the HTTP side's own pool, so that busy workers never starve the hook transaction.
+	Pool *pgxpool.Pool
+	// Jobs inserts sync jobs (an insert-only River client is enough).
+	Jobs *river.Client[pgx.Tx]
+	// APIKeys are the keys Kratos sends as "Authorization: Bearer <key>"; any of them is accepted.
+	APIKeys []string
+	// DBTimeout bounds the hook transaction, acquiring the connection included. Default 2 s.
+	DBTimeout time.Duration
+	// Checks are the readiness checks.
+	Checks []Check
+	// Hooks serves the /hooks/* endpoints; false for a process that only runs workers (it still serves
+	// health).
+	Hooks bool
+}
+
+// New returns the HTTP handler with every route.
+func New(opts Opts) *echo.Echo {
+	if opts.DBTimeout == 0 {
+		opts.DBTimeout = 2 * time.Second
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = errorHandler(opts.Logger)
+	e.Use(requestID)
+
+	e.GET("/health/alive", handleAlive)
+	e.GET("/health/ready", handleReady(opts.Checks))
+
+	if opts.Hooks {
+		// Kratos's ctx does not say which hook point called, so each has its own URL.
+		hooks := e.Group("/hooks", requireBearer(opts.APIKeys))
+		after := func(h profilesync.Hook) echo.HandlerFunc {
+			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout)
+		}
+		hooks.POST("/registration/after", after(profilesync.HookRegistrationAfter))
+		hooks.POST("/login/after", after(profilesync.HookLoginAfter))
+		hooks.POST("/settings/after", after(profilesync.HookSettingsAfter))
+		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter))
+		hooks.POST("/recovery/after", after(profilesync.HookRecoveryAfter))
+	}
+	return e
+}
