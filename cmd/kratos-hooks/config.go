@@ -1,0 +1,194 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/kratos-hooks/kratos-hooks/kratos"
+)
+
+// The configuration comes from the environment only. Each command reads the part it needs, once, at start,
+// and refuses to start with an error that names the variable.
+
+type LogConfig struct {
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+}
+
+type DBConfig struct {
+	DatabaseURL string `env:"DATABASE_URL,required,notEmpty"`
+}
+
+type KratosConfig struct {
+	KratosAdminURL string `env:"KRATOS_ADMIN_URL,required,notEmpty"`
+}
+
+// serveConfig is what `serve` reads.
+type serveConfig struct {
+	LogConfig
+	DBConfig
+	KratosConfig
+
+	HooksAPIKeys []string `env:"HOOKS_API_KEY" envSeparator:","`
+	ListenAddr   string   `env:"LISTEN_ADDR" envDefault:":8080"`
+
+	// The HTTP side and the workers get separate pools, so that busy workers never starve the hook
+	// transaction (pgxpool's default, max(4, cores), is 4 on a 2-core machine).
+	HTTPDBMaxConns   int32         `env:"HTTP_DB_MAX_CONNS" envDefault:"16"`
+	WorkerDBMaxConns int32         `env:"WORKER_DB_MAX_CONNS" envDefault:"0"`
+	HookDBTimeout    time.Duration `env:"HOOK_DB_TIMEOUT" envDefault:"2s"`
+
+	SyncWorkers    int           `env:"SYNC_WORKERS" envDefault:"32"`
+	SyncJobTimeout time.Duration `env:"SYNC_JOB_TIMEOUT" envDefault:"30s"`
+	// Retries back off from JOB_RETRY_BASE, doubling up to JOB_RETRY_MAX; JOB_MAX_ATTEMPTS bounds them.
+	// The defaults keep retrying for about three days, longer than any outage worth waiting out; reconcile
+	// repairs whatever is left after that.
+	JobRetryBase   time.Duration `env:"JOB_RETRY_BASE" envDefault:"1s"`
+	JobRetryMax    time.Duration `env:"JOB_RETRY_MAX" envDefault:"15m"`
+	JobMaxAttempts int           `env:"JOB_MAX_ATTEMPTS" envDefault:"300"`
+	// A job whose worker died (killed, OOM) is retried after this long. It must exceed every job timeout.
+	RescueStuckJobsAfter time.Duration `env:"RESCUE_STUCK_JOBS_AFTER" envDefault:"2m"`
+	EventRetention       time.Duration `env:"EVENT_RETENTION" envDefault:"720h"`
+	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	ProfileMappingFile string `env:"PROFILE_MAPPING_FILE"`
+}
+
+// minAPIKeyLength refuses keys short enough to guess.
+const minAPIKeyLength = 16
+
+func (c *serveConfig) validate(role string) error {
+	var errs []error
+	if role != roleWorker {
+		if len(c.HooksAPIKeys) == 0 {
+			errs = append(errs, errors.New("HOOKS_API_KEY is not set: Kratos must authenticate with Authorization: Bearer <key>"))
+		}
+		for i, k := range c.HooksAPIKeys {
+			c.HooksAPIKeys[i] = strings.TrimSpace(k)
+			if len(c.HooksAPIKeys[i]) < minAPIKeyLength {
+				errs = append(errs, fmt.Errorf("HOOKS_API_KEY: key %d of %d is shorter than %d characters", i+1, len(c.HooksAPIKeys), minAPIKeyLength))
+			}
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		errs = append(errs, fmt.Errorf("LISTEN_ADDR %q: want host:port or :port", c.ListenAddr))
+	}
+	if _, err := kratos.NewClient(c.KratosAdminURL, nil); err != nil {
+		errs = append(errs, fmt.Errorf("KRATOS_ADMIN_URL: %w", err))
+	}
+	positive := map[string]time.Duration{
+		"HOOK_DB_TIMEOUT": c.HookDBTimeout, "SYNC_JOB_TIMEOUT": c.SyncJobTimeout, "JOB_RETRY_BASE": c.JobRetryBase,
+		"JOB_RETRY_MAX": c.JobRetryMax, "RESCUE_STUCK_JOBS_AFTER": c.RescueStuckJobsAfter,
+		"EVENT_RETENTION": c.EventRetention, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+	}
+	for name, d := range positive {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
+		}
+	}
+	if c.JobRetryMax < c.JobRetryBase {
+		errs = append(errs, fmt.Errorf("JOB_RETRY_MAX (%s) is less than JOB_RETRY_BASE (%s)", c.JobRetryMax, c.JobRetryBase))
+	}
+	if c.RescueStuckJobsAfter <= c.SyncJobTimeout {
+		errs = append(errs, fmt.Errorf("RESCUE_STUCK_JOBS_AFTER (%s) must exceed SYNC_JOB_TIMEOUT (%s), or running jobs get rescued", c.RescueStuckJobsAfter, c.SyncJobTimeout))
+	}
+	if c.SyncWorkers < 1 || c.SyncWorkers > 1000 {
+		errs = append(errs, fmt.Errorf("SYNC_WORKERS must be 1..1000, got %d", c.SyncWorkers))
+	}
+	if c.JobMaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("JOB_MAX_ATTEMPTS must be at least 1, got %d", c.JobMaxAttempts))
+	}
+	if c.HTTPDBMaxConns < 2 {
+		errs = append(errs, fmt.Errorf("HTTP_DB_MAX_CONNS must be at least 2, got %d", c.HTTPDBMaxConns))
+	}
+	if c.WorkerDBMaxConns == 0 {
+		// Every busy sync worker holds a connection while it reads Kratos; River needs a few of its own.
+		c.WorkerDBMaxConns = int32(c.SyncWorkers) + 8
+	}
+	return errors.Join(errs...)
+}
+
+// loadConfig fills cfg from the environment through getenv.
+func loadConfig(cfg any, getenv func(string) string) error {
+	params, err := env.GetFieldParams(cfg)
+	if err != nil {
+		return err
+	}
+	environ := make(map[string]string, len(params))
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			environ[p.Key] = v
+		}
+	}
+	if err := env.ParseWithOptions(cfg, env.Options{Environment: environ}); err != nil {
+		return configError(cfg, environ, err)
+	}
+	return nil
+}
+
+// configError rewrites the env library's messages into one line per variable, named by its variable.
+func configError(cfg any, environ map[string]string, err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	var errs []error
+	for _, e := range agg.Errors {
+		var (
+			notSet   env.VarIsNotSetError
+			empty    env.EmptyVarError
+			parseErr env.ParseError
+		)
+		switch {
+		case errors.As(e, &notSet):
+			errs = append(errs, fmt.Errorf("%s is not set", notSet.Key))
+		case errors.As(e, &empty):
+			errs = append(errs, fmt.Errorf("%s is empty", empty.Key))
+		case errors.As(e, &parseErr):
+			key := envKey(reflect.TypeOf(cfg), parseErr.Name)
+			errs = append(errs, fmt.Errorf("%s: cannot read %q as %s", key, environ[key], kindName(parseErr.Type)))
+		default:
+			errs = append(errs, e)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// envKey finds the variable name of the struct field called field, looking into embedded structs.
+func envKey(t reflect.Type, field string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous {
+			if k := envKey(f.Type, field); k != "" {
+				return k
+			}
+			continue
+		}
+		if f.Name == field {
+			key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			return key
+		}
+	}
+	return ""
+}
+
+func kindName(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return "a duration (such as 30s, 5m, 72h)"
+	case t.Kind() == reflect.Bool:
+		return "a boolean (true or false)"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Float64:
+		return "a number"
+	}
+	return t.String()
+}

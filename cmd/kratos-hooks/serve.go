@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/spf13/cobra"
+
+	"github.com/kratos-hooks/kratos-hooks/hooks"
+	"github.com/kratos-hooks/kratos-hooks/internal/logging"
+	"github.com/kratos-hooks/kratos-hooks/jsonnet"
+	"github.com/kratos-hooks/kratos-hooks/kratos"
+	"github.com/kratos-hooks/kratos-hooks/migrations"
+	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
+)
+
+// Roles of a serve process: everything, only the HTTP side, or only the workers. HTTP and workers scale
+// independently: run more of either.
+const (
+	roleAll    = "all"
+	roleHTTP   = "http"
+	roleWorker = "worker"
+)
+
+func newServeCmd(e *environment) *cobra.Command {
+	var role string
+	var migrate bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the webhook receiver and the sync workers",
+		Long: `Serve the Kratos web_hook endpoints under /hooks, /health/alive and /health/ready on LISTEN_ADDR, and run
+the River workers that sync profiles. Stops gracefully on SIGINT or SIGTERM: HTTP first, then the workers
+(waiting up to SHUTDOWN_TIMEOUT for running jobs), then the database pools.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch role {
+			case roleAll, roleHTTP, roleWorker:
+			default:
+				return &usageError{cmd: cmd, err: fmt.Errorf("--role %q: want all, http or worker", role)}
+			}
+			var cfg serveConfig
+			if err := loadConfig(&cfg, e.getenv); err != nil {
+				return err
+			}
+			if err := cfg.validate(role); err != nil {
+				return err
+			}
+			logger, err := logging.New(e.stderr, cfg.LogFormat, cfg.LogLevel)
+			if err != nil {
+				return fmt.Errorf("LOG_LEVEL/LOG_FORMAT: %w", err)
+			}
+			return serve(cmd.Context(), cfg, role, migrate, logger)
+		},
+	}
+	cmd.Flags().StringVar(&role, "role", roleAll, "what this process runs: all, http (webhook endpoints only) or worker (sync workers only)")
+	cmd.Flags().BoolVar(&migrate, "migrate", false, "apply database migrations before serving")
+	return cmd
+}
+
+func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logger *slog.Logger) error {
+	runHTTP := role != roleWorker
+	runWorkers := role != roleHTTP
+
+	kratosClient, err := kratos.NewClient(cfg.KratosAdminURL, nil)
+	if err != nil {
+		return fmt.Errorf("KRATOS_ADMIN_URL: %w", err)
+	}
+	mapper, err := loadMapper(cfg.ProfileMappingFile)
+	if err != nil {
+		return err
+	}
+
+	httpPool, err := newPool(ctx, cfg.DatabaseURL, cfg.HTTPDBMaxConns, "kratos-hooks-http")
+	if err != nil {
+		return err
+	}
+	defer httpPool.Close()
+
+	if migrate {
+		if _, err := migrations.Up(ctx, httpPool, logger); err != nil {
+			return err
+		}
+	}
+	if err := migrations.Check(ctx, httpPool); err != nil {
+		return fmt.Errorf("database not ready: %w", err)
+	}
+
+	// The River client: one that works jobs in worker roles, an insert-only one for the HTTP role.
+	riverPool := httpPool
+	riverConfig := &river.Config{Logger: logger}
+	if runWorkers {
+		workerPool, err := newPool(ctx, cfg.DatabaseURL, cfg.WorkerDBMaxConns, "kratos-hooks-worker")
+		if err != nil {
+			return err
+		}
+		defer workerPool.Close()
+		riverPool = workerPool
+		riverConfig = workerConfig(cfg, workerPool, kratosClient, mapper, logger)
+	}
+	jobs, err := river.NewClient(riverpgxv5.New(riverPool), riverConfig)
+	if err != nil {
+		return fmt.Errorf("river client: %w", err)
+	}
+
+	var migrated atomic.Bool
+	handler := hooks.New(hooks.Opts{
+		Logger:    logger,
+		Pool:      httpPool,
+		Jobs:      jobs,
+		APIKeys:   cfg.HooksAPIKeys,
+		DBTimeout: cfg.HookDBTimeout,
+		Hooks:     runHTTP,
+		Checks: []hooks.Check{
+			{Name: "database", Critical: true, Func: func(ctx context.Context) error { return httpPool.Ping(ctx) }},
+			{Name: "migrations", Critical: true, Func: func(ctx context.Context) error {
+				if migrated.Load() {
+					return nil
+				}
+				err := migrations.Check(ctx, httpPool)
+				migrated.Store(err == nil)
+				return err
+			}},
+			{Name: "kratos_admin", Func: kratosClient.Alive},
+		},
+	})
+
+	// The listener is opened before anything starts, so a busy port fails fast.
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("LISTEN_ADDR: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	// River runs under its own context: the signal stops HTTP first, and River is stopped explicitly after.
+	if runWorkers {
+		if err := jobs.Start(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("start workers: %w", err)
+		}
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.InfoContext(ctx, "kratos-hooks serving", "addr", ln.Addr().String(), "role", role,
+		"sync_workers", cfg.SyncWorkers)
+
+	select {
+	case <-ctx.Done():
+		logger.InfoContext(ctx, "shutting down")
+	case err := <-serveErr:
+		logger.ErrorContext(ctx, "http server stopped", "error", err)
+	}
+
+	// Reverse order of start: HTTP, then River (soft stop, then cancel running jobs), then the pools
+	// (deferred above).
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(stopCtx); err != nil {
+		logger.WarnContext(ctx, "http shutdown", "error", err)
+	}
+	if runWorkers {
+		if err := jobs.Stop(stopCtx); err != nil {
+			logger.WarnContext(ctx, "workers did not finish in time; cancelling running jobs", "error", err)
+			hardCtx, cancelHard := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancelHard()
+			if err := jobs.StopAndCancel(hardCtx); err != nil {
+				logger.ErrorContext(ctx, "workers did not stop", "error", err)
+			}
+		}
+	}
+	logger.InfoContext(ctx, "stopped")
+	return nil
+}
+
+// workerConfig is the River configuration of a process that works jobs.
+func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Client, mapper *jsonnet.Mapper, logger *slog.Logger) *river.Config {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, profilesync.NewIdentityWorker(profilesync.IdentityWorkerOpts{
+		Pool:    pool,
+		Kratos:  kratosClient,
+		Mapper:  mapper,
+		Logger:  logger,
+		Timeout: cfg.SyncJobTimeout,
+	}))
+	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
+
+	return &river.Config{
+		Logger:  logger,
+		Workers: workers,
+		Queues: map[string]river.QueueConfig{
+			profilesync.QueueIdentity:    {MaxWorkers: cfg.SyncWorkers},
+			profilesync.QueueMaintenance: {MaxWorkers: 2},
+		},
+		MaxAttempts:          cfg.JobMaxAttempts,
+		RetryPolicy:          profilesync.RetryPolicy{Base: cfg.JobRetryBase, Max: cfg.JobRetryMax},
+		JobTimeout:           cfg.SyncJobTimeout,
+		RescueStuckJobsAfter: cfg.RescueStuckJobsAfter,
+		PeriodicJobs: []*river.PeriodicJob{
+			river.NewPeriodicJob(river.PeriodicInterval(time.Hour), func() (river.JobArgs, *river.InsertOpts) {
+				return profilesync.EventCleanupArgs{}, nil
+			}, &river.PeriodicJobOpts{RunOnStart: true}),
+		},
+	}
+}
+
+func newPool(ctx context.Context, url string, maxConns int32, appName string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// The parse error may quote the connection string, password included: do not pass it on.
+		return nil, errors.New("DATABASE_URL: cannot parse the connection string (not shown: it may hold a password)")
+	}
+	pc.MaxConns = maxConns
+	pc.MinConns = min(4, maxConns)
+	if pc.ConnConfig.RuntimeParams == nil {
+		pc.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pc.ConnConfig.RuntimeParams["application_name"] = appName
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	return pool, nil
+}
+
+func loadMapper(path string) (*jsonnet.Mapper, error) {
+	if path == "" {
+		return jsonnet.NewMapper("profile.jsonnet", jsonnet.DefaultProfileMapping)
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("PROFILE_MAPPING_FILE: %w", err)
+	}
+	m, err := jsonnet.NewMapper(path, src)
+	if err != nil {
+		return nil, fmt.Errorf("PROFILE_MAPPING_FILE: %w", err)
+	}
+	return m, nil
+}
