@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The test command (`make test`): provisions what the tests need on a fresh machine, runs every test, and
+# stops what it started.
+#
+# Services are started only when their variable is not already set, so people with their own can skip
+# provisioning:
+#   TEST_DATABASE_URL       Postgres superuser URL (tests create and drop their own databases)
+#   TEST_ELASTICSEARCH_URL  Elasticsearch 8.19 URL (tests use their own index names)
+#   TEST_KRATOS_BIN         a Kratos v1.3.1 binary built with -tags sqlite,json1
+# Extra arguments go to `go test` (for example: scripts/test.sh -run TestEndToEnd ./cmd/...).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$KH_ROOT"
+
+run_dir="$(mktemp -d "${TMPDIR:-/tmp}/kratos-hooks-test.XXXXXX")"
+chmod 755 "$run_dir"
+cleanup() {
+  local rc=$?
+  stop_elasticsearch "$run_dir/es" || true
+  stop_postgres "$run_dir/pg" || true
+  rm -rf "$run_dir" 2>/dev/null || true
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_service_user
+
+if [ -z "${TEST_DATABASE_URL:-}" ]; then
+  ensure_postgres
+  # fsync off: the test cluster is thrown away; durability is exercised by the fault tests, which restart
+  # Postgres cleanly or kill it with fsync on (see scripts/chaos.sh).
+  TEST_DATABASE_URL="$(start_postgres "$run_dir/pg" "$(free_port)" off)"
+fi
+if [ -z "${TEST_ELASTICSEARCH_URL:-}" ]; then
+  ensure_elasticsearch
+  TEST_ELASTICSEARCH_URL="$(start_elasticsearch "$run_dir/es" "$(free_port)")"
+fi
+if [ -z "${TEST_KRATOS_BIN:-}" ]; then
+  ensure_kratos
+  TEST_KRATOS_BIN="$KRATOS_BIN"
+fi
+export TEST_DATABASE_URL TEST_ELASTICSEARCH_URL TEST_KRATOS_BIN
+
+if [ $# -eq 0 ]; then set -- ./...; fi
+log "running go test $*"
+go test -count=1 -timeout 30m "$@"
