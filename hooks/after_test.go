@@ -268,4 +268,3 @@ func TestHealth_AliveAndReady(t *testing.T) {
 		require.Contains(t, string(raw), `"status":"ok"`, path)
 	}
 }
-
