@@ -36,7 +36,7 @@ func setup(t *testing.T) *testBundle {
 }
 
 // serve runs the HTTP side on pool with an insert-only River client, as `serve --role http` does.
-func serve(t *testing.T, pool *pgxpool.Pool, dbTimeout time.Duration) string {
+func serve(t testing.TB, pool *pgxpool.Pool, dbTimeout time.Duration) string {
 	t.Helper()
 	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)

@@ -42,6 +42,12 @@ if [ -z "${TEST_KRATOS_BIN:-}" ]; then
 fi
 export TEST_DATABASE_URL TEST_ELASTICSEARCH_URL TEST_KRATOS_BIN
 
-if [ $# -eq 0 ]; then set -- ./...; fi
+full=0
+if [ $# -eq 0 ]; then set -- ./...; full=1; fi
 log "running go test $*"
 go test -count=1 -timeout 30m "$@"
+
+if [ "$full" = 1 ]; then
+  log "running every fuzz target for ${FUZZ_TIME:-10s}"
+  scripts/fuzz.sh
+fi
