@@ -285,3 +285,19 @@ func errorMessage(r io.Reader) string {
 	}
 	return s
 }
+
+// Schema is an identity schema Kratos serves.
+type Schema struct {
+	ID     string          `json:"id"`
+	Schema json.RawMessage `json:"schema"`
+}
+
+// ListSchemas reads the identity schemas Kratos is configured with. The admin port redirects this to the
+// public port, so it needs the public base URL to be reachable too.
+func (c *Client) ListSchemas(ctx context.Context) ([]Schema, error) {
+	var schemas []Schema
+	if err := c.do(ctx, http.MethodGet, "/admin/schemas", nil, nil, &schemas, nil); err != nil {
+		return nil, err
+	}
+	return schemas, nil
+}

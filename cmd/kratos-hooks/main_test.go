@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -192,4 +193,31 @@ func TestServe_RefusesAnUnmigratedDatabase(t *testing.T) {
 	_, stderr, err := runCLI(t, env, "serve")
 	require.Error(t, err)
 	require.True(t, strings.Contains(stderr, "migrations pending: run `kratos-hooks migrate`"), stderr)
+}
+
+func TestMapping_PrintsWhatTheMappingMakesOfIdentities(t *testing.T) {
+	out, stderr, err := runCLI(t, nil, "mapping", "../../jsonnet/testdata/identities/email.json")
+	require.NoError(t, err, stderr)
+	require.Contains(t, out, `"email":"ada.lovelace@example.com"`)
+	require.Contains(t, out, `"name":"Ada Lovelace"`)
+
+	dir := t.TempDir()
+	broken := dir + "/broken.jsonnet"
+	require.NoError(t, os.WriteFile(broken, []byte("function(identity) {\n  email: identity.traits.email.address,\n}"), 0o600))
+	_, stderr, err = runCLI(t, map[string]string{"PROFILE_MAPPING_FILE": broken}, "mapping", "--schema", "../../kratos/identity.schema.json")
+	require.Error(t, err)
+	require.Contains(t, stderr, "broken.jsonnet:2")
+}
+
+func TestServe_RefusesAMappingThatFailsOnKratosSchemas(t *testing.T) {
+	db := testenv.NewDB(t)
+	k := testenv.StartKratos(t, testenv.KratosOpts{})
+	broken := t.TempDir() + "/broken.jsonnet"
+	require.NoError(t, os.WriteFile(broken, []byte("function(identity) {\n  phone: identity.traits.phone,\n}"), 0o600))
+	env := map[string]string{"DATABASE_URL": db.URL, "KRATOS_ADMIN_URL": k.AdminURL, "HOOKS_API_KEY": testenv.APIKey,
+		"PROFILE_MAPPING_FILE": broken, "LISTEN_ADDR": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+	_, stderr, err := runCLI(t, env, "serve")
+	require.Error(t, err)
+	require.Contains(t, stderr, "PROFILE_MAPPING_FILE: on a sample identity (schema person, anyOf branch 1)")
+	require.Contains(t, stderr, "broken.jsonnet:2")
 }

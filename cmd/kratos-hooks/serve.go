@@ -79,6 +79,9 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 	if err != nil {
 		return err
 	}
+	if err := checkMapping(ctx, mapper, cfg.ProfileMappingFile != "", kratosClient, logger); err != nil {
+		return err
+	}
 
 	httpPool, err := newPool(ctx, cfg.DatabaseURL, cfg.HTTPDBMaxConns, "kratos-hooks-http")
 	if err != nil {
