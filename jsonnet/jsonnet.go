@@ -28,7 +28,8 @@ var WebhookTemplate []byte
 //go:embed profile.jsonnet
 var DefaultProfileMapping []byte
 
-// Fields are what a profile mapping derives from an identity.
+// Fields are what a profile mapping derives from an identity: strings trimmed, blank ones nil, the e-mail
+// address lower-cased.
 type Fields struct {
 	Email      *string        `json:"email"`
 	Phone      *string        `json:"phone"`
@@ -73,9 +74,13 @@ func (e *MappingError) Unwrap() error { return e.Err }
 
 // Map evaluates the mapping with identityJSON (a Kratos identity) as its argument `identity`.
 func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
+	arg, err := jsonToNode(identityJSON)
+	if err != nil {
+		return Fields{}, &MappingError{Mapping: m.name, Err: err}
+	}
 	vm := m.vms.Get().(*gojsonnet.VM)
 	defer m.vms.Put(vm)
-	vm.TLACode("identity", string(identityJSON))
+	vm.TLANode("identity", arg)
 	out, err := vm.Evaluate(m.node)
 	if err != nil {
 		// The formatter adds the file position and Jsonnet stack trace.
@@ -85,12 +90,31 @@ func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
 	if err := json.Unmarshal([]byte(out), &f); err != nil {
 		return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("output is not a profile object: %w", err)}
 	}
+	// Trimming and lower-casing happen here rather than in the mapping: the std functions that do them
+	// are written in Jsonnet and cost more than the rest of a mapping.
+	f.Email, f.Phone, f.Name, f.Locale = clean(f.Email), clean(f.Phone), clean(f.Name), clean(f.Locale)
+	if f.Email != nil {
+		lower := strings.ToLower(*f.Email)
+		f.Email = &lower
+	}
 	for k, v := range f.Attributes {
 		if !scalarOrList(v) {
 			return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("attribute %q: want a string, number, boolean or a list of those", k)}
 		}
 	}
 	return f, nil
+}
+
+// clean trims s and turns blank into none.
+func clean(s *string) *string {
+	if s == nil {
+		return nil
+	}
+	trimmed := strings.TrimSpace(*s)
+	if trimmed == "" {
+		return nil
+	}
+	return &trimmed
 }
 
 func scalarOrList(v any) bool {

@@ -65,10 +65,10 @@ func ProfileFromIdentity(ident *kratos.Identity, mapper Mapper) (Profile, error)
 		MetadataPublic:      ident.MetadataPublic,
 		VerifiableAddresses: ident.VerifiableAddresses,
 		RecoveryAddresses:   ident.RecoveryAddresses,
-		Email:               nonEmpty(fields.Email),
-		Phone:               nonEmpty(fields.Phone),
-		Name:                nonEmpty(fields.Name),
-		Locale:              nonEmpty(fields.Locale),
+		Email:               fields.Email,
+		Phone:               fields.Phone,
+		Name:                fields.Name,
+		Locale:              fields.Locale,
 		Attributes:          fields.Attributes,
 		CreatedAt:           &ident.CreatedAt,
 	}
@@ -88,9 +88,8 @@ func ProfileFromIdentity(ident *kratos.Identity, mapper Mapper) (Profile, error)
 		p.Attributes = map[string]any{}
 	}
 	if p.Email != nil {
-		lower := strings.ToLower(*p.Email)
-		p.Email = &lower
-		p.EmailVerified = verified(ident.VerifiableAddresses, kratos.ViaEmail, func(v string) bool { return strings.EqualFold(v, lower) })
+		email := *p.Email
+		p.EmailVerified = verified(ident.VerifiableAddresses, kratos.ViaEmail, func(v string) bool { return strings.EqualFold(v, email) })
 	}
 	if p.Phone != nil {
 		want := normalizePhone(*p.Phone)
@@ -117,11 +116,4 @@ func normalizePhone(s string) string {
 		}
 		return r
 	}, s)
-}
-
-func nonEmpty(s *string) *string {
-	if s == nil || strings.TrimSpace(*s) == "" {
-		return nil
-	}
-	return s
 }

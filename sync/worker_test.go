@@ -30,7 +30,9 @@ type testBundle struct {
 	worker *profilesync.IdentityWorker
 }
 
-func setup(t *testing.T) *testBundle {
+func setup(t *testing.T) *testBundle { return setupB(t) }
+
+func setupB(t testing.TB) *testBundle {
 	t.Helper()
 	b := &testBundle{db: testenv.NewDB(t), kratos: testenv.StartKratos(t, testenv.KratosOpts{})}
 	mapper, err := jsonnet.NewMapper("profile.jsonnet", jsonnet.DefaultProfileMapping)
@@ -43,14 +45,16 @@ func setup(t *testing.T) *testBundle {
 
 // startWorkers runs the identity worker in a River client until the test ends. Retries come back within
 // a fraction of a second, so an outage test takes seconds.
-func (b *testBundle) startWorkers(t *testing.T) *river.Client[pgx.Tx] {
+func (b *testBundle) startWorkers(t *testing.T) *river.Client[pgx.Tx] { return b.startWorkersN(t, 4) }
+
+func (b *testBundle) startWorkersN(t testing.TB, n int) *river.Client[pgx.Tx] {
 	t.Helper()
 	workers := river.NewWorkers()
 	river.AddWorker(workers, b.worker)
 	client, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
 		Logger:            slog.New(slog.DiscardHandler),
 		Workers:           workers,
-		Queues:            map[string]river.QueueConfig{profilesync.QueueIdentity: {MaxWorkers: 4}},
+		Queues:            map[string]river.QueueConfig{profilesync.QueueIdentity: {MaxWorkers: n}},
 		RetryPolicy:       profilesync.RetryPolicy{Base: 50 * time.Millisecond, Max: 200 * time.Millisecond},
 		FetchCooldown:     20 * time.Millisecond,
 		FetchPollInterval: 50 * time.Millisecond,

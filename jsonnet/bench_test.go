@@ -1,0 +1,48 @@
+package jsonnet_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kratos-hooks/kratos-hooks/jsonnet"
+)
+
+// BenchmarkMapper_Map is the profile mapping's share of a sync job: the default mapping, parsed once,
+// evaluated on a real identity. Compare with BenchmarkIdentityWorker in ./sync.
+func BenchmarkMapper_Map(b *testing.B) {
+	mapper, err := jsonnet.NewMapper("profile.jsonnet", jsonnet.DefaultProfileMapping)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ident, err := os.ReadFile(filepath.Join("testdata", "identities", "email-and-phone.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := mapper.Map(ident); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkMapper_ParseEachTime is what parsing per call would cost, for comparison.
+func BenchmarkMapper_ParseEachTime(b *testing.B) {
+	ident, err := os.ReadFile(filepath.Join("testdata", "identities", "email-and-phone.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		mapper, err := jsonnet.NewMapper("profile.jsonnet", jsonnet.DefaultProfileMapping)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := mapper.Map(ident); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
