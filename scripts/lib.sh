@@ -213,3 +213,14 @@ ensure_kratos() {
   mv "$KRATOS_BIN.tmp" "$KRATOS_BIN"
   rm -rf "$KRATOS_HOOKS_CACHE/kratos-src"
 }
+
+# --- docker-compose (only to validate docker-compose.yml; no Docker engine is needed for that) ----------
+
+ensure_docker_compose() {
+  command -v docker-compose >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    apt_install docker-compose
+  else
+    log "docker-compose is missing; the compose validation test will fail (apt-get install docker-compose)"
+  fi
+}

@@ -25,6 +25,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ensure_service_user
+ensure_docker_compose
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   ensure_postgres

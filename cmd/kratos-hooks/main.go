@@ -53,6 +53,7 @@ Configuration comes from the environment; see the README for every variable.`,
 		newMigrateCmd(e),
 		newKratosConfigCmd(e),
 		newMappingCmd(e),
+		newHealthcheckCmd(e),
 	)
 	root.SetArgs(args)
 	root.SetOut(stdout)
