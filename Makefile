@@ -1,6 +1,6 @@
 # One entry point for people and CI. Everything real (Postgres, Elasticsearch, Kratos) is provisioned by
 # scripts/lib.sh into ${XDG_CACHE_HOME:-~/.cache}/kratos-hooks, outside the clone.
-.PHONY: up demo down status test build fmt vet
+.PHONY: up demo down status test bench build fmt vet
 
 up: ## start Postgres, Elasticsearch, Kratos and kratos-hooks on 127.0.0.1
 	scripts/stack.sh up
@@ -16,6 +16,9 @@ status:
 
 test: ## provision the services, run every test, stop the services
 	scripts/test.sh
+
+bench: ## run the benchmarks beside their floors and write docs/benchmarks.md (wants a quiet machine)
+	scripts/bench.sh
 
 build:
 	go build -o bin/kratos-hooks ./cmd/kratos-hooks

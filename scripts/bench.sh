@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# make bench: provisions its own Postgres (fsync on, as in production), Elasticsearch and Kratos, runs the
+# benchmarks in ./bench (each beside its floor) and the micro-benchmarks, and writes docs/benchmarks.md with
+# the machine, date and commit. Not part of `make test`: it takes a while and wants a quiet machine.
+#   BENCH='HookAck|Burst' scripts/bench.sh    run some of them
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$KH_ROOT"
+
+run_dir="$(mktemp -d "${TMPDIR:-/tmp}/kratos-hooks-bench.XXXXXX")"
+chmod 755 "$run_dir"
+cleanup() {
+  local rc=$?
+  stop_elasticsearch "$run_dir/es" || true
+  stop_postgres "$run_dir/pg" || true
+  rm -rf "$run_dir" 2>/dev/null || true
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_service_user
+ensure_postgres
+ensure_elasticsearch
+ensure_kratos
+TEST_DATABASE_URL="$(start_postgres "$run_dir/pg" "$(free_port)" on)"
+TEST_ELASTICSEARCH_URL="$(start_elasticsearch "$run_dir/es" "$(free_port)")"
+TEST_KRATOS_BIN="$KRATOS_BIN"
+export TEST_DATABASE_URL TEST_ELASTICSEARCH_URL TEST_KRATOS_BIN
+
+part="$run_dir/report.part"
+export BENCH_REPORT="$part"
+: >"$part"
+log "running benchmarks (${BENCH:-all})"
+go test -run '^$' -bench "${BENCH:-.}" -benchtime 1x -timeout 90m ./bench/ | tee "$run_dir/bench.log"
+
+log "running micro-benchmarks"
+go test -run '^$' -bench . -benchmem -count 3 ./jsonnet/ ./hooks/ | tee "$run_dir/micro.log"
+
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+mem="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+{
+  cat <<EOF2
+# Benchmarks
+
+Written by \`make bench\` (scripts/bench.sh). Every number is measured beside its floor in the same run.
+
+- machine: $(nproc) cores ($cpu), $mem memory, $(uname -sr)
+- date: $(date -u +%Y-%m-%dT%H:%MZ)
+- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')
+- services: Postgres $(psql --version | awk '{print $3}') with fsync on, Elasticsearch $ES_VERSION (test distribution, 512 MiB heap), Kratos $KRATOS_VERSION on Postgres, all on this machine
+
+EOF2
+  cat "$part"
+  echo "## Micro-benchmarks"
+  echo
+  echo '```'
+  grep -E '^(Benchmark|goos|goarch|cpu)' "$run_dir/micro.log" || true
+  echo '```'
+} >docs/benchmarks.md
+log "wrote docs/benchmarks.md"
