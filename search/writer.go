@@ -20,9 +20,11 @@ type WriterOpts struct {
 	// Index is the concrete index to write to; empty means the alias, with require_alias set so that a write
 	// can never create an index in the alias's place.
 	Index string
-	// FlushInterval is how long an item may wait for others to share its bulk request. Default 250 ms.
+	// FlushInterval is how long an item may wait for others to share its bulk request. Default 1 s.
 	FlushInterval time.Duration
-	// FlushBytes sends a bulk request early once this much is waiting. Default 4 MiB.
+	// FlushBytes sends a bulk request as soon as this much is waiting, so that under load requests leave
+	// full instead of on the clock. Default 512 KiB: a few hundred profiles, a request Elasticsearch takes in
+	// tens of milliseconds.
 	FlushBytes int
 	// Requests is how many bulk requests may be in flight at once. Each fills its own batch, so more of them
 	// means smaller batches. Default 1.
@@ -89,10 +91,10 @@ type flushCancelKey struct{}
 // NewWriter starts a writer. Close it before closing ix.
 func (ix *Index) NewWriter(opts WriterOpts) (*Writer, error) {
 	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = 250 * time.Millisecond
+		opts.FlushInterval = time.Second
 	}
 	if opts.FlushBytes <= 0 {
-		opts.FlushBytes = 4 << 20
+		opts.FlushBytes = 512 << 10
 	}
 	if opts.Requests <= 0 {
 		opts.Requests = 1

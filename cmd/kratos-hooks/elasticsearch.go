@@ -27,10 +27,13 @@ type ElasticsearchConfig struct {
 
 // IndexConfig tunes the index workers of `serve`.
 type IndexConfig struct {
-	// IndexWorkers caps the index jobs in flight, and so how many documents can share one bulk request.
-	IndexWorkers int `env:"INDEX_WORKERS" envDefault:"500"`
-	// IndexFlushInterval is how long a document waits for others before its bulk request leaves.
-	IndexFlushInterval time.Duration `env:"INDEX_FLUSH_INTERVAL" envDefault:"250ms"`
+	// IndexWorkers caps the index jobs in flight, and so how many documents can share one bulk request. A
+	// waiting job costs a goroutine, not a connection: it holds one only to read its row.
+	IndexWorkers int `env:"INDEX_WORKERS" envDefault:"1000"`
+	// IndexFlushInterval is how long a document waits for others before its bulk request leaves. Under load
+	// requests leave sooner, when full (search.WriterOpts.FlushBytes); the interval sets the batch size when
+	// changes trickle in: at 200 changes/s, 1 s makes bulk requests of 200 documents.
+	IndexFlushInterval time.Duration `env:"INDEX_FLUSH_INTERVAL" envDefault:"1s"`
 }
 
 func (c *ElasticsearchConfig) enabled() bool { return len(c.ElasticsearchURLs) > 0 }
