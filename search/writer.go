@@ -23,8 +23,9 @@ type WriterOpts struct {
 	// FlushInterval is how long an item may wait for others to share its bulk request. Default 1 s.
 	FlushInterval time.Duration
 	// FlushBytes sends a bulk request as soon as this much is waiting, so that under load requests leave
-	// full instead of on the clock. Default 512 KiB: a few hundred profiles, a request Elasticsearch takes in
-	// tens of milliseconds.
+	// full instead of on the clock. It must be reachable by the documents that can wait at once (the index
+	// queue's MaxWorkers), or every request waits for FlushInterval: 1,000 small profiles make about 500 KiB.
+	// Default 256 KiB: 200 to 500 profiles, a request Elasticsearch takes in tens of milliseconds.
 	FlushBytes int
 	// Requests is how many bulk requests may be in flight at once. Each fills its own batch, so more of them
 	// means smaller batches. Default 1.
@@ -94,7 +95,7 @@ func (ix *Index) NewWriter(opts WriterOpts) (*Writer, error) {
 		opts.FlushInterval = time.Second
 	}
 	if opts.FlushBytes <= 0 {
-		opts.FlushBytes = 512 << 10
+		opts.FlushBytes = 256 << 10
 	}
 	if opts.Requests <= 0 {
 		opts.Requests = 1
@@ -225,10 +226,12 @@ type Stats struct {
 	Requests uint64
 	Items    uint64
 	Failed   uint64
+	// Busy is the time spent in bulk requests, added up.
+	Busy time.Duration
 }
 
 // Stats returns counts since the writer started.
 func (w *Writer) Stats() Stats {
 	s := w.bi.Stats()
-	return Stats{Requests: s.NumRequests, Items: s.NumAdded, Failed: s.NumFailed}
+	return Stats{Requests: s.NumRequests, Items: s.NumAdded, Failed: s.NumFailed, Busy: time.Duration(s.FlushedMs) * time.Millisecond}
 }

@@ -31,7 +31,7 @@ type IndexConfig struct {
 	// waiting job costs a goroutine, not a connection: it holds one only to read its row.
 	IndexWorkers int `env:"INDEX_WORKERS" envDefault:"1000"`
 	// IndexFlushInterval is how long a document waits for others before its bulk request leaves. Under load
-	// requests leave sooner, when full (search.WriterOpts.FlushBytes); the interval sets the batch size when
+	// requests leave sooner, when full (256 KiB, search.WriterOpts.FlushBytes); the interval sets the batch size when
 	// changes trickle in: at 200 changes/s, 1 s makes bulk requests of 200 documents.
 	IndexFlushInterval time.Duration `env:"INDEX_FLUSH_INTERVAL" envDefault:"1s"`
 }
