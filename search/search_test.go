@@ -359,3 +359,31 @@ func TestValidateAlias(t *testing.T) {
 		require.Equal(t, ok, err == nil, "%q: %v", name, err)
 	}
 }
+
+func TestWriter_ADocumentTheMappingRefusesIsAPermanentItemError(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "")
+	ctx := testenv.Context(t)
+	_, err := b.index.Ensure(ctx)
+	require.NoError(t, err)
+	w := b.writer(t, search.WriterOpts{FlushInterval: 10 * time.Millisecond})
+
+	// Deeper than a flattened field takes (depth_limit 20), sharing a request with a good document.
+	deep := `"leaf"`
+	for range 25 {
+		deep = `{"x":` + deep + `}`
+	}
+	bad := doc(uuid.New(), 1, "Too Deep", "deep@example.com")
+	bad.Traits = json.RawMessage(deep)
+	good := doc(uuid.New(), 1, "Fine", "fine@example.com")
+	var wg sync.WaitGroup
+	var badErr, goodErr error
+	wg.Go(func() { _, badErr = w.Put(ctx, bad) })
+	wg.Go(func() { _, goodErr = w.Put(ctx, good) })
+	wg.Wait()
+
+	var itemErr *search.ItemError
+	require.ErrorAs(t, badErr, &itemErr)
+	require.True(t, itemErr.Permanent(), "%v", itemErr)
+	require.NoError(t, goodErr, "one item's refusal fails only that item")
+}

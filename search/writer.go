@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/esutil"
@@ -188,7 +187,7 @@ func (w *Writer) do(ctx context.Context, action string, id uuid.UUID, version in
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return 0, fmt.Errorf("%s %s at version %s: %w", action, id, strconv.FormatInt(version, 10), r.err)
+			return 0, fmt.Errorf("%s %s at version %d: %w", action, id, version, r.err)
 		}
 		return r.outcome, nil
 	case <-ctx.Done():

@@ -288,3 +288,38 @@ func TestIdentitySync_IndexesEveryChangeOnceAndDeletesWhatKratosDeleted(t *testi
 	})
 	require.Equal(t, 3, indexJobs())
 }
+
+func TestIndexWorker_ADocumentTheMappingRefusesFailsOnlyItsOwnJob(t *testing.T) {
+	t.Parallel()
+	b := setupIndex(t, indexOpts{})
+	ctx := testenv.Context(t)
+	deep := `"leaf"`
+	for range 25 {
+		deep = `{"x":` + deep + `}`
+	}
+	bad, good := uuid.New(), uuid.New()
+	p := profile(bad, "Too Deep")
+	p.Traits = json.RawMessage(deep)
+	_, err := profilesync.UpsertProfile(ctx, b.db.Pool, p)
+	require.NoError(t, err)
+	_, err = profilesync.UpsertProfile(ctx, b.db.Pool, profile(good, "Fine"))
+	require.NoError(t, err)
+
+	badJob, goodJob := b.enqueue(t, bad), b.enqueue(t, good)
+	b.waitCompleted(t, goodJob)
+	require.True(t, b.doc(t, good).Found)
+	// Sending it again gives the same answer: the job is cancelled at once, its error on record.
+	testenv.Poll(t, 20*time.Second, func() error {
+		var state string
+		if err := b.db.Pool.QueryRow(ctx, `SELECT state FROM river_job WHERE id = $1`, badJob).Scan(&state); err != nil {
+			return err
+		}
+		if state != "cancelled" {
+			return fmt.Errorf("job is %s", state)
+		}
+		return nil
+	})
+	var errs string
+	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT errors::text FROM river_job WHERE id = $1`, badJob).Scan(&errs))
+	require.Contains(t, errs, "elasticsearch refused the item: 400")
+}
