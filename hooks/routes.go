@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/riverqueue/river"
 
+	"github.com/kratos-hooks/kratos-hooks/search"
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
@@ -23,6 +24,11 @@ type Opts struct {
 	Jobs *river.Client[pgx.Tx]
 	// APIKeys are the keys Kratos sends as "Authorization: Bearer <key>"; any of them is accepted.
 	APIKeys []string
+	// AdminAPITokens are the tokens the admin API accepts as "Authorization: Bearer <token>"; with none, it
+	// refuses every request.
+	AdminAPITokens []string
+	// Search is the profiles index; nil when the search projection is off.
+	Search *search.Index
 	// DBTimeout bounds the hook transaction, acquiring the connection included. Default 2 s.
 	DBTimeout time.Duration
 	// Checks are the readiness checks.
@@ -58,5 +64,9 @@ func New(opts Opts) *echo.Echo {
 		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter))
 		hooks.POST("/recovery/after", after(profilesync.HookRecoveryAfter))
 	}
+
+	// The admin API is for operators and back-office tools, with its own tokens: never Kratos's keys.
+	admin := e.Group("/admin", requireBearer(opts.AdminAPITokens))
+	admin.GET("/profiles", handleSearchProfiles(opts.Search))
 	return e
 }

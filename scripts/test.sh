@@ -6,6 +6,7 @@
 # provisioning:
 #   TEST_DATABASE_URL       Postgres superuser URL (tests create and drop their own databases)
 #   TEST_ELASTICSEARCH_URL  Elasticsearch 8.19 URL (tests use their own index names)
+#   TEST_ELASTICSEARCH_HOME an unpacked Elasticsearch 8.19 distribution (the outage test runs its own node)
 #   TEST_KRATOS_BIN         a Kratos v1.3.1 binary built with -tags sqlite,json1
 # Extra arguments go to `go test` (for example: scripts/test.sh -run TestEndToEnd ./cmd/...).
 set -euo pipefail
@@ -33,15 +34,20 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   # Postgres cleanly or kill it with fsync on (see scripts/chaos.sh).
   TEST_DATABASE_URL="$(start_postgres "$run_dir/pg" "$(free_port)" off)"
 fi
-if [ -z "${TEST_ELASTICSEARCH_URL:-}" ]; then
+if [ -z "${TEST_ELASTICSEARCH_URL:-}" ] || [ -z "${TEST_ELASTICSEARCH_HOME:-}" ]; then
+  # Also when a cluster is given: the outage test starts (and stops) a node of its own from the distribution.
   ensure_elasticsearch
+  TEST_ELASTICSEARCH_HOME="${TEST_ELASTICSEARCH_HOME:-$ES_HOME}"
+  TEST_ELASTICSEARCH_JAVA_HOME="${TEST_ELASTICSEARCH_JAVA_HOME:-$(es_java_home)}"
+fi
+if [ -z "${TEST_ELASTICSEARCH_URL:-}" ]; then
   TEST_ELASTICSEARCH_URL="$(start_elasticsearch "$run_dir/es" "$(free_port)")"
 fi
 if [ -z "${TEST_KRATOS_BIN:-}" ]; then
   ensure_kratos
   TEST_KRATOS_BIN="$KRATOS_BIN"
 fi
-export TEST_DATABASE_URL TEST_ELASTICSEARCH_URL TEST_KRATOS_BIN
+export TEST_DATABASE_URL TEST_ELASTICSEARCH_URL TEST_KRATOS_BIN TEST_ELASTICSEARCH_HOME TEST_ELASTICSEARCH_JAVA_HOME
 
 full=0
 if [ $# -eq 0 ]; then set -- ./...; full=1; fi

@@ -42,6 +42,9 @@ type IdentityWorkerOpts struct {
 	Logger *slog.Logger
 	// Timeout bounds one job: the Kratos read and the database write. Default 30 s.
 	Timeout time.Duration
+	// IndexProfiles enqueues an index job (IndexArgs) with every profile change: on when the search
+	// projection is.
+	IndexProfiles bool
 }
 
 // IdentityWorker works IdentityArgs.
@@ -58,6 +61,7 @@ type IdentityWorker struct {
 	mapper  Mapper
 	logger  *slog.Logger
 	timeout time.Duration
+	index   bool
 
 	// Test seams: afterRead runs between the Kratos read and the database write; unserialized turns the
 	// identity lock off, to show in a test that it is what keeps the newest state.
@@ -76,6 +80,7 @@ func NewIdentityWorker(opts IdentityWorkerOpts) *IdentityWorker {
 		mapper:  opts.Mapper,
 		logger:  opts.Logger,
 		timeout: opts.Timeout,
+		index:   opts.IndexProfiles,
 	}
 }
 
@@ -152,6 +157,13 @@ func (w *IdentityWorker) Work(ctx context.Context, job *river.Job[IdentityArgs])
 				return err
 			}
 			write = later(write, login)
+		}
+	}
+
+	// The search document follows the row: its index job commits with the write, or neither happens.
+	if write.Changed && w.index {
+		if err := enqueueIndex(ctx, tx, id); err != nil {
+			return err
 		}
 	}
 

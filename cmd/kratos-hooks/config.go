@@ -34,9 +34,14 @@ type serveConfig struct {
 	LogConfig
 	DBConfig
 	KratosConfig
+	ElasticsearchConfig
+	IndexConfig
 
 	HooksAPIKeys []string `env:"HOOKS_API_KEY" envSeparator:","`
 	ListenAddr   string   `env:"LISTEN_ADDR" envDefault:":8080"`
+	// AdminAPITokens are the tokens the admin API (/admin/*) accepts as "Authorization: Bearer <token>";
+	// unset, the admin API refuses every request.
+	AdminAPITokens []string `env:"ADMIN_API_TOKEN" envSeparator:","`
 
 	// The HTTP side and the workers get separate pools, so that busy workers never starve the hook
 	// transaction (pgxpool's default, max(4, cores), is 4 on a 2-core machine).
@@ -107,9 +112,26 @@ func (c *serveConfig) validate(role string) error {
 	if c.HTTPDBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HTTP_DB_MAX_CONNS must be at least 2, got %d", c.HTTPDBMaxConns))
 	}
+	for i, k := range c.AdminAPITokens {
+		c.AdminAPITokens[i] = strings.TrimSpace(k)
+		if len(c.AdminAPITokens[i]) < minAPIKeyLength {
+			errs = append(errs, fmt.Errorf("ADMIN_API_TOKEN: token %d of %d is shorter than %d characters", i+1, len(c.AdminAPITokens), minAPIKeyLength))
+		}
+	}
+	errs = append(errs, c.ElasticsearchConfig.validate()...)
+	if c.IndexWorkers < 1 || c.IndexWorkers > 10000 {
+		errs = append(errs, fmt.Errorf("INDEX_WORKERS must be 1..10000, got %d", c.IndexWorkers))
+	}
+	if c.IndexFlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("INDEX_FLUSH_INTERVAL must be positive, got %s", c.IndexFlushInterval))
+	}
 	if c.WorkerDBMaxConns == 0 {
 		// Every busy sync worker holds a connection while it reads Kratos; River needs a few of its own.
 		c.WorkerDBMaxConns = int32(c.SyncWorkers) + 8
+		if c.ElasticsearchConfig.enabled() {
+			// Index jobs hold a connection only to read their row, never while they wait for Elasticsearch.
+			c.WorkerDBMaxConns += 8
+		}
 	}
 	return errors.Join(errs...)
 }

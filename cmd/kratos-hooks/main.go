@@ -51,6 +51,7 @@ Configuration comes from the environment; see the README for every variable.`,
 	root.AddCommand(
 		newServeCmd(e),
 		newMigrateCmd(e),
+		newReindexCmd(e),
 		newKratosConfigCmd(e),
 		newMappingCmd(e),
 		newHealthcheckCmd(e),

@@ -21,6 +21,7 @@ import (
 	"github.com/kratos-hooks/kratos-hooks/jsonnet"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
 	"github.com/kratos-hooks/kratos-hooks/migrations"
+	"github.com/kratos-hooks/kratos-hooks/search"
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
@@ -82,6 +83,15 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 	if err := checkMapping(ctx, mapper, cfg.ProfileMappingFile != "", kratosClient, logger); err != nil {
 		return err
 	}
+	index, err := cfg.ElasticsearchConfig.open()
+	if err != nil {
+		return err
+	}
+	if index == nil {
+		logger.InfoContext(ctx, "search projection is off: ELASTICSEARCH_URL is not set")
+	} else {
+		defer func() { _ = index.Close(context.WithoutCancel(ctx)) }()
+	}
 
 	httpPool, err := newPool(ctx, cfg.DatabaseURL, cfg.HTTPDBMaxConns, "kratos-hooks-http")
 	if err != nil {
@@ -108,7 +118,24 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 		}
 		defer workerPool.Close()
 		riverPool = workerPool
-		riverConfig = workerConfig(cfg, workerPool, kratosClient, mapper, logger)
+		var writer *search.Writer
+		if index != nil {
+			ensureIndexAtStart(ctx, index, logger)
+			// One writer for all index jobs, so that their documents share bulk requests. It closes after
+			// River has stopped (deferred after the pool, so it runs before the pool closes).
+			writer, err = index.NewWriter(search.WriterOpts{FlushInterval: cfg.IndexFlushInterval, Logger: logger})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				if err := writer.Close(closeCtx); err != nil {
+					logger.WarnContext(ctx, "search writer did not close cleanly", "error", err)
+				}
+			}()
+		}
+		riverConfig = workerConfig(cfg, workerPool, kratosClient, mapper, index, writer, logger)
 	}
 	jobs, err := river.NewClient(riverpgxv5.New(riverPool), riverConfig)
 	if err != nil {
@@ -117,13 +144,15 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 
 	var migrated atomic.Bool
 	handler := hooks.New(hooks.Opts{
-		Logger:    logger,
-		Pool:      httpPool,
-		Jobs:      jobs,
-		APIKeys:   cfg.HooksAPIKeys,
-		DBTimeout: cfg.HookDBTimeout,
-		Hooks:     runHTTP,
-		Checks: []hooks.Check{
+		Logger:         logger,
+		Pool:           httpPool,
+		Jobs:           jobs,
+		APIKeys:        cfg.HooksAPIKeys,
+		AdminAPITokens: cfg.AdminAPITokens,
+		Search:         index,
+		DBTimeout:      cfg.HookDBTimeout,
+		Hooks:          runHTTP,
+		Checks: append([]hooks.Check{
 			{Name: "database", Critical: true, Func: func(ctx context.Context) error { return httpPool.Ping(ctx) }},
 			{Name: "migrations", Critical: true, Func: func(ctx context.Context) error {
 				if migrated.Load() {
@@ -134,7 +163,7 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 				return err
 			}},
 			{Name: "kratos_admin", Func: kratosClient.Alive},
-		},
+		}, searchChecks(index)...),
 	})
 
 	// The listener is opened before anything starts, so a busy port fails fast.
@@ -191,24 +220,33 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 }
 
 // workerConfig is the River configuration of a process that works jobs.
-func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Client, mapper *jsonnet.Mapper, logger *slog.Logger) *river.Config {
+func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Client, mapper *jsonnet.Mapper,
+	index *search.Index, writer *search.Writer, logger *slog.Logger) *river.Config {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, profilesync.NewIdentityWorker(profilesync.IdentityWorkerOpts{
-		Pool:    pool,
-		Kratos:  kratosClient,
-		Mapper:  mapper,
-		Logger:  logger,
-		Timeout: cfg.SyncJobTimeout,
+		Pool:          pool,
+		Kratos:        kratosClient,
+		Mapper:        mapper,
+		Logger:        logger,
+		Timeout:       cfg.SyncJobTimeout,
+		IndexProfiles: index != nil,
 	}))
 	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
+	queues := map[string]river.QueueConfig{
+		profilesync.QueueIdentity:    {MaxWorkers: cfg.SyncWorkers},
+		profilesync.QueueMaintenance: {MaxWorkers: 2},
+	}
+	if index != nil {
+		river.AddWorker(workers, profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
+			Pool: pool, Index: index, Writer: writer, Logger: logger, Timeout: cfg.SyncJobTimeout,
+		}))
+		queues[profilesync.QueueIndex] = river.QueueConfig{MaxWorkers: cfg.IndexWorkers}
+	}
 
 	return &river.Config{
-		Logger:  logger,
-		Workers: workers,
-		Queues: map[string]river.QueueConfig{
-			profilesync.QueueIdentity:    {MaxWorkers: cfg.SyncWorkers},
-			profilesync.QueueMaintenance: {MaxWorkers: 2},
-		},
+		Logger:               logger,
+		Workers:              workers,
+		Queues:               queues,
 		MaxAttempts:          cfg.JobMaxAttempts,
 		RetryPolicy:          profilesync.RetryPolicy{Base: cfg.JobRetryBase, Max: cfg.JobRetryMax},
 		JobTimeout:           cfg.SyncJobTimeout,
@@ -255,4 +293,13 @@ func loadMapper(path string) (*jsonnet.Mapper, error) {
 		return nil, fmt.Errorf("PROFILE_MAPPING_FILE: %w", err)
 	}
 	return m, nil
+}
+
+// searchChecks is Elasticsearch's readiness check: reported, never failing readiness, since an index outage
+// only delays indexing.
+func searchChecks(index *search.Index) []hooks.Check {
+	if index == nil {
+		return nil
+	}
+	return []hooks.Check{{Name: "elasticsearch", Func: index.Health}}
 }

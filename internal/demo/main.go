@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -75,6 +76,13 @@ func run(ctx context.Context) error {
 	if err := printProfile(ctx, db, id); err != nil {
 		return err
 	}
+
+	if os.Getenv("ELASTICSEARCH_URL") != "" {
+		fmt.Println("4. The index worker projected the profile into Elasticsearch; GET /admin/profiles finds it:")
+		if err := printSearch(os.Getenv("KRATOS_HOOKS_URL"), os.Getenv("ADMIN_API_TOKEN"), email); err != nil {
+			return err
+		}
+	}
 	fmt.Println("demo: ok")
 	return nil
 }
@@ -89,6 +97,26 @@ FROM profiles WHERE identity_id = $1`, id).Scan(&email, &name, &revision, &login
 	}
 	fmt.Printf("   profiles: email=%s name=%q revision=%d login_count=%d last_login_at=%s\n",
 		deref(email), deref(name), revision, logins, deref(lastLogin))
+	return nil
+}
+
+// printSearch searches /admin/profiles for q until the index has it (documents become searchable within a
+// second or two) and prints the answer.
+func printSearch(hooksURL, token, q string) error {
+	var body struct {
+		Profiles []json.RawMessage `json:"profiles"`
+		Total    int64             `json:"total"`
+	}
+	err := waitFor(func() (bool, error) {
+		req, _ := http.NewRequest(http.MethodGet, hooksURL+"/admin/profiles?q="+url.QueryEscape(q), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		err := doJSON(req, &body)
+		return err == nil && len(body.Profiles) > 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("search for %s: %w", q, err)
+	}
+	fmt.Printf("   search: total=%d first=%s\n", body.Total, body.Profiles[0])
 	return nil
 }
 

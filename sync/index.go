@@ -1,0 +1,147 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/kratos-hooks/kratos-hooks/search"
+)
+
+// QueueIndex is the River queue of search index jobs. Its MaxWorkers caps how many documents can wait for
+// one bulk request at once: size it for batches, not for CPU (a waiting job costs a goroutine).
+const QueueIndex = "index"
+
+// IndexArgs asks for one profile's search document to be brought in step with its row. Like IdentityArgs it
+// carries only the id: the worker reads the current row, so a late or replayed job writes today's state.
+type IndexArgs struct {
+	IdentityID uuid.UUID `json:"identity_id"`
+}
+
+func (IndexArgs) Kind() string { return "index_profile" }
+
+func (IndexArgs) InsertOpts() river.InsertOpts {
+	// Not unique: a job already running may have read the row before the change that enqueued this one, and
+	// a duplicate costs one refused (stale) write at most.
+	return river.InsertOpts{Queue: QueueIndex}
+}
+
+// enqueueIndex inserts the index job of id in tx, from inside a running job (the River client is in ctx).
+func enqueueIndex(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return fmt.Errorf("enqueue index of %s: %w", id, err)
+	}
+	if _, err := client.InsertTx(ctx, tx, IndexArgs{IdentityID: id}, nil); err != nil {
+		return fmt.Errorf("enqueue index of %s: %w", id, err)
+	}
+	return nil
+}
+
+// IndexWorkerOpts configures an IndexWorker.
+type IndexWorkerOpts struct {
+	Pool *pgxpool.Pool
+	// Index is the profiles index; Writer is the bulk writer all index jobs share.
+	Index  *search.Index
+	Writer *search.Writer
+	Logger *slog.Logger
+	// Timeout bounds one job: the row read and the wait for its bulk request. Default 30 s.
+	Timeout time.Duration
+}
+
+// IndexWorker works IndexArgs: it reads the profile row and writes it to the index with its revision as
+// the external version, or deletes it there when the row is a tombstone.
+//
+// Index or delete is decided from the row, never from the job: Elasticsearch remembers an external-version
+// delete only for index.gc_deletes (60 s), so a job that said "index" and ran after a deletion would bring
+// the document back once that time has passed.
+type IndexWorker struct {
+	river.WorkerDefaults[IndexArgs]
+
+	pool    *pgxpool.Pool
+	index   *search.Index
+	writer  *search.Writer
+	logger  *slog.Logger
+	timeout time.Duration
+}
+
+// NewIndexWorker returns a worker for IndexArgs.
+func NewIndexWorker(opts IndexWorkerOpts) *IndexWorker {
+	if opts.Timeout == 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	return &IndexWorker{pool: opts.Pool, index: opts.Index, writer: opts.Writer, logger: opts.Logger, timeout: opts.Timeout}
+}
+
+func (w *IndexWorker) Timeout(*river.Job[IndexArgs]) time.Duration { return w.timeout }
+
+func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error {
+	id := job.Args.IdentityID
+	p, err := GetProfile(ctx, w.pool, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// No row, no document: nothing was ever synced for this id.
+		w.logger.DebugContext(ctx, "no profile to index", "identity_id", id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+
+	var outcome search.Outcome
+	if p.DeletedAt != nil {
+		outcome, err = w.writer.Delete(ctx, id, p.Revision)
+	} else {
+		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
+	}
+	var itemErr *search.ItemError
+	switch {
+	case errors.Is(err, search.ErrNoAlias):
+		// The index was never made (serve started while Elasticsearch was down) or was deleted by hand. Make
+		// it now; this job's retry writes the document.
+		res, ensureErr := w.index.Ensure(ctx)
+		if ensureErr != nil {
+			return errors.Join(err, ensureErr)
+		}
+		w.logger.InfoContext(ctx, "search index was missing; created it", "index", res.Index, "alias", w.index.Alias())
+		return err
+	case errors.As(err, &itemErr) && itemErr.Permanent():
+		// The mapping cannot take this document; sending it again gives the same answer. Keep the error on
+		// record; a mapping fix and `kratos-hooks reindex` repair it.
+		return river.JobCancel(err)
+	case err != nil:
+		return err
+	}
+	w.logger.DebugContext(ctx, "profile indexed", "identity_id", id, "revision", p.Revision,
+		"deleted", p.DeletedAt != nil, "outcome", outcome.String())
+	return nil
+}
+
+var _ river.Worker[IndexArgs] = (*IndexWorker)(nil)
+
+// DocumentFromProfile is the search document of a profile row (not a tombstone: those are deleted).
+func DocumentFromProfile(p Profile) search.Document {
+	return search.Document{
+		IdentityID:    p.IdentityID,
+		SchemaID:      p.SchemaID,
+		State:         p.State,
+		Email:         p.Email,
+		EmailVerified: p.EmailVerified,
+		Phone:         p.Phone,
+		PhoneVerified: p.PhoneVerified,
+		Name:          p.Name,
+		Locale:        p.Locale,
+		Attributes:    p.Attributes,
+		Traits:        p.Traits,
+		CreatedAt:     p.CreatedAt,
+		LastLoginAt:   p.LastLoginAt,
+		LoginCount:    p.LoginCount,
+		Revision:      p.Revision,
+	}
+}
