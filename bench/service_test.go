@@ -130,4 +130,3 @@ func benchContext(b testing.TB) context.Context {
 	b.Cleanup(cancel)
 	return ctx
 }
-
