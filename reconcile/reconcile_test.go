@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kratos-hooks/kratos-hooks/internal/testenv"
@@ -34,7 +36,9 @@ type testBundle struct {
 	logger *slog.Logger
 }
 
-func setup(t *testing.T) *testBundle {
+// setup starts Kratos, makes a database and starts River workers for sync jobs; configure adds to the
+// River configuration (every client of a database must have the same: any of them can be the leader).
+func setup(t *testing.T, configure ...func(*testBundle, *river.Workers, *river.Config)) *testBundle {
 	t.Helper()
 	b := &testBundle{ctx: testenv.Context(t), db: testenv.NewDB(t), kratos: testenv.StartKratos(t, testenv.KratosOpts{})}
 	var err error
@@ -46,7 +50,7 @@ func setup(t *testing.T) *testBundle {
 	river.AddWorker(workers, profilesync.NewIdentityWorker(profilesync.IdentityWorkerOpts{
 		Pool: b.db.Pool, Kratos: b.kratos.Admin, Mapper: b.mapper, Logger: b.logger,
 	}))
-	b.jobs, err = river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
+	config := &river.Config{
 		Logger:            b.logger,
 		Workers:           workers,
 		Queues:            map[string]river.QueueConfig{profilesync.QueueIdentity: {MaxWorkers: 4}},
@@ -54,7 +58,11 @@ func setup(t *testing.T) *testBundle {
 		FetchPollInterval: 50 * time.Millisecond,
 		RetryPolicy:       profilesync.RetryPolicy{Base: 100 * time.Millisecond, Max: time.Second},
 		TestOnly:          true,
-	})
+	}
+	for _, c := range configure {
+		c(b, workers, config)
+	}
+	b.jobs, err = river.NewClient(riverpgxv5.New(b.db.Pool), config)
 	require.NoError(t, err)
 	require.NoError(t, b.jobs.Start(b.ctx))
 	t.Cleanup(func() {
@@ -490,5 +498,75 @@ func TestRun_RefusesBadOptions(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 		})
+	}
+}
+
+func TestPassWorker_RunsScheduledPassesUnderTheSameLock(t *testing.T) {
+	t.Parallel()
+	// River as `serve` runs it with RECONCILE_INTERVAL set: the leader inserts a pass at start, a worker
+	// runs it, and its repairs go to the sync workers.
+	b := setup(t, func(b *testBundle, workers *river.Workers, config *river.Config) {
+		river.AddWorker(workers, NewPassWorker(Opts{Pool: b.db.Pool, Kratos: b.kratos.Admin, Mapper: b.mapper, Logger: b.logger}, time.Minute))
+		config.Queues[profilesync.QueueMaintenance] = river.QueueConfig{MaxWorkers: 2}
+		config.PeriodicJobs = []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(time.Hour),
+			func() (river.JobArgs, *river.InsertOpts) { return PassArgs{}, nil }, &river.PeriodicJobOpts{RunOnStart: true})}
+	})
+	passes := b.jobs
+	lastPass := func(t *testing.T) *rivertype.JobRow {
+		t.Helper()
+		res, err := passes.JobList(b.ctx, river.NewJobListParams().Kinds(PassArgs{}.Kind()).OrderBy(river.JobListOrderByID, river.SortOrderDesc).First(1))
+		require.NoError(t, err)
+		if len(res.Jobs) == 0 {
+			return nil
+		}
+		return res.Jobs[0]
+	}
+	passFinished := func(t *testing.T, state rivertype.JobState) *rivertype.JobRow {
+		t.Helper()
+		var job *rivertype.JobRow
+		testenv.Poll(t, 30*time.Second, func() error {
+			if job = lastPass(t); job == nil || job.FinalizedAt == nil {
+				return errors.New("no finished pass yet")
+			}
+			return nil
+		})
+		require.Equal(t, state, job.State, "%+v", job.Errors)
+		return job
+	}
+	// The leader's pass at start finds an empty Kratos. The next one backfills what was created since.
+	started := passFinished(t, rivertype.JobStateCompleted)
+	ids := b.createIdentities(t, 6)
+	_, err := passes.Insert(b.ctx, PassArgs{}, nil)
+	require.NoError(t, err)
+	require.Greater(t, passFinished(t, rivertype.JobStateCompleted).ID, started.ID)
+	for _, id := range ids {
+		require.Nil(t, b.profile(t, id).DeletedAt)
+	}
+
+	// While a pass runs (paused here), a scheduled one is skipped, not queued behind it.
+	paused, resume := make(chan struct{}), make(chan struct{})
+	manual := b.opts()
+	manual.afterClassify = func(context.Context, []uuid.UUID) { close(paused); <-resume }
+	manualDone := make(chan error, 1)
+	go func() { _, err := Run(b.ctx, manual); manualDone <- err }()
+	<-paused
+	first := lastPass(t).ID
+	_, err = passes.Insert(b.ctx, PassArgs{}, nil)
+	require.NoError(t, err)
+	skipped := passFinished(t, rivertype.JobStateCompleted)
+	require.Greater(t, skipped.ID, first)
+	close(resume)
+	require.NoError(t, <-manualDone)
+
+	// A scheduled pass the mass-deletion guard stops is cancelled: retrying would find the same.
+	for _, id := range ids {
+		require.NoError(t, b.kratos.Admin.DeleteIdentity(b.ctx, id))
+	}
+	_, err = passes.Insert(b.ctx, PassArgs{}, nil)
+	require.NoError(t, err)
+	stopped := passFinished(t, rivertype.JobStateCancelled)
+	require.Contains(t, stopped.Errors[0].Error, "mass-deletion guard")
+	for _, id := range ids {
+		require.Nil(t, b.profile(t, id).DeletedAt)
 	}
 }
