@@ -199,7 +199,7 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 	}))
 	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
 
-	return &river.Config{
+	config := &river.Config{
 		Logger:  logger,
 		Workers: workers,
 		Queues: map[string]river.QueueConfig{
@@ -216,6 +216,10 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
 		},
 	}
+	if cfg.ReconcileInterval > 0 {
+		scheduleReconcile(config, workers, cfg, pool, kratosClient, mapper, logger)
+	}
+	return config
 }
 
 func newPool(ctx context.Context, url string, maxConns int32, appName string) (*pgxpool.Pool, error) {
