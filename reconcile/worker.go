@@ -67,7 +67,8 @@ func (w *PassWorker) Work(ctx context.Context, job *river.Job[PassArgs]) error {
 		w.opts.Logger.InfoContext(ctx, "scheduled reconcile pass skipped", "reason", err.Error())
 		return nil
 	case errors.As(err, &guard):
-		// Trying again finds the same: a person must look (and run `reconcile --allow-mass-delete`).
+		// Trying again finds the same: a person must look (and run `reconcile --allow-mass-delete`). River
+		// logs a cancelled job at debug level only, so it is said here, once.
 		w.opts.Logger.ErrorContext(ctx, "scheduled reconcile pass stopped", "error", err.Error())
 		return river.JobCancel(err)
 	}

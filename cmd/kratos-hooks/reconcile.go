@@ -76,11 +76,15 @@ Exit status: 0 the pass completed (whether or not it repaired anything); 1 it co
 			if err := f.validate(); err != nil {
 				return &usageError{cmd: cmd, err: err}
 			}
-			var cfg reconcileConfig
-			if err := loadConfig(&cfg, e.getenv); err != nil {
-				return err
+			report, outcome, err := runReconcile(cmd.Context(), e, f)
+			err = reconcileError(err)
+			// With --json there is exactly one line on stdout, whatever happened after the flags were read.
+			if f.json {
+				writeReportJSON(e.stdout, report, outcome, err)
+			} else {
+				writeReportText(e.stdout, report, outcome)
 			}
-			return runReconcile(cmd.Context(), e, cfg, f)
+			return err
 		},
 	}
 	fl := cmd.Flags()
@@ -116,7 +120,13 @@ func (f *reconcileFlags) validate() error {
 	return errors.Join(errs...)
 }
 
-func runReconcile(ctx context.Context, e *environment, cfg reconcileConfig, f reconcileFlags) error {
+// runReconcile makes one pass and, with --wait, waits for its repairs. The report is returned with any
+// error, as far as the pass got.
+func runReconcile(ctx context.Context, e *environment, f reconcileFlags) (reconcile.Report, *reconcile.Outcome, error) {
+	var cfg reconcileConfig
+	if err := loadConfig(&cfg, e.getenv); err != nil {
+		return reconcile.Report{}, nil, err
+	}
 	// On a terminal (and not with --json) a progress line sits at the bottom of stderr; log lines go above it.
 	var progress *progressLine
 	stderr := e.stderr
@@ -126,29 +136,29 @@ func runReconcile(ctx context.Context, e *environment, cfg reconcileConfig, f re
 	}
 	logger, err := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		return fmt.Errorf("LOG_LEVEL/LOG_FORMAT: %w", err)
+		return reconcile.Report{}, nil, fmt.Errorf("LOG_LEVEL/LOG_FORMAT: %w", err)
 	}
 	kratosClient, err := kratos.NewClient(cfg.KratosAdminURL, nil)
 	if err != nil {
-		return fmt.Errorf("KRATOS_ADMIN_URL: %w", err)
+		return reconcile.Report{}, nil, fmt.Errorf("KRATOS_ADMIN_URL: %w", err)
 	}
 	mapper, err := loadMapper(cfg.ProfileMappingFile)
 	if err != nil {
-		return err
+		return reconcile.Report{}, nil, err
 	}
 	// One connection holds the lock for the whole pass; the pass uses two more at most.
 	pool, err := newPool(ctx, cfg.DatabaseURL, 4, "kratos-hooks-reconcile")
 	if err != nil {
-		return err
+		return reconcile.Report{}, nil, err
 	}
 	defer pool.Close()
 	if err := migrations.Check(ctx, pool); err != nil {
-		return fmt.Errorf("database not ready: %w", err)
+		return reconcile.Report{}, nil, fmt.Errorf("database not ready: %w", err)
 	}
 	// Insert-only: the jobs are worked by serve's workers.
 	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
 	if err != nil {
-		return fmt.Errorf("river client: %w", err)
+		return reconcile.Report{}, nil, fmt.Errorf("river client: %w", err)
 	}
 
 	opts := reconcile.Opts{
@@ -164,32 +174,22 @@ func runReconcile(ctx context.Context, e *environment, cfg reconcileConfig, f re
 	}
 	report, err := reconcile.Run(ctx, opts)
 	progress.clear()
-
-	var outcome *reconcile.Outcome
-	if err == nil && f.wait {
-		waitCtx, cancel := context.WithTimeout(ctx, f.waitTimeout)
-		o, waitErr := reconcile.WaitRepairs(waitCtx, pool, report.PassID)
-		cancel()
-		outcome = &o
-		switch {
-		case waitErr != nil && ctx.Err() == nil && waitCtx.Err() != nil:
-			err = &exitError{code: exitRepairsFailed, err: fmt.Errorf("%d of %d repairs still pending after %s: "+
-				"they are worked by `kratos-hooks serve` (all or worker role); is it running?", o.Pending, report.RepairsEnqueued, f.waitTimeout)}
-		case waitErr != nil:
-			err = waitErr
-		case o.Failed > 0:
-			err = &exitError{code: exitRepairsFailed, err: fmt.Errorf("%d of %d repairs failed; River keeps their errors "+
-				"(river_job rows with state cancelled or discarded and metadata reconcile_pass %s)", o.Failed, report.RepairsEnqueued, report.PassID)}
-		}
+	if err != nil || !f.wait {
+		return report, nil, err
 	}
-	err = reconcileError(err)
 
-	if f.json {
-		writeReportJSON(e.stdout, report, outcome, err)
-	} else {
-		writeReportText(e.stdout, report, outcome)
+	waitCtx, cancel := context.WithTimeout(ctx, f.waitTimeout)
+	defer cancel()
+	o, err := reconcile.WaitRepairs(waitCtx, pool, report.PassID)
+	switch {
+	case err != nil && ctx.Err() == nil && waitCtx.Err() != nil:
+		err = &exitError{code: exitRepairsFailed, err: fmt.Errorf("%d of %d repairs still pending after %s: "+
+			"they are worked by `kratos-hooks serve` (all or worker role); is it running?", o.Pending, report.RepairsEnqueued, f.waitTimeout)}
+	case err == nil && o.Failed > 0:
+		err = &exitError{code: exitRepairsFailed, err: fmt.Errorf("%d of %d repairs failed; River keeps their errors "+
+			"(river_job rows in state cancelled or discarded with metadata reconcile_pass %s)", o.Failed, report.RepairsEnqueued, report.PassID)}
 	}
-	return err
+	return report, &o, err
 }
 
 // reconcileError gives the errors a person must act on their exit status and what to do.

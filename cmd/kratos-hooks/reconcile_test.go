@@ -218,10 +218,14 @@ func TestReconcile_RefusesBadFlags(t *testing.T) {
 		require.Equal(t, 2, exitCode(err), tc.args)
 		require.Contains(t, stderr, tc.want, tc.args)
 	}
-	// Configuration is checked next, and names the variable.
-	_, stderr, err := runCLI(t, map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1:1/x"}, "reconcile")
+	// Configuration is checked next, and names the variable; --json still prints its one line.
+	env := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1:1/x"}
+	_, stderr, err := runCLI(t, env, "reconcile")
 	require.Equal(t, 1, exitCode(err))
 	require.Contains(t, stderr, "KRATOS_ADMIN_URL is not set")
+	report, _, err := reconcileJSON(t, env)
+	require.Equal(t, 1, exitCode(err))
+	require.Contains(t, report["error"], "KRATOS_ADMIN_URL is not set")
 }
 
 func TestServe_RunsReconcilePassesOnASchedule(t *testing.T) {
