@@ -200,6 +200,11 @@ func TestReconcile_ExitStatusSaysWhyAPassDidNotComplete(t *testing.T) {
 
 func TestReconcile_RefusesBadFlags(t *testing.T) {
 	t.Parallel()
+	help, _, err := runCLI(t, nil, "reconcile", "--help")
+	require.NoError(t, err)
+	require.Contains(t, help, "Exit status: 0 the pass completed")
+	require.Contains(t, help, "--allow-mass-delete")
+
 	for _, tc := range []struct {
 		args []string
 		want string
