@@ -100,3 +100,23 @@ func TestStaleField(t *testing.T) {
 		require.Equal(t, tc.want, staleField(i, r), "%+v", tc)
 	}
 }
+
+func TestCheckOrder_RefusesIdentitiesOutOfIDOrder(t *testing.T) {
+	t.Parallel()
+	a := uuid.MustParse("10000000-0000-4000-8000-000000000000")
+	b := uuid.MustParse("20000000-0000-4000-8000-000000000000")
+	c := uuid.MustParse("9fffffff-0000-4000-8000-000000000000")
+	page := func(ids ...uuid.UUID) []kratos.Identity {
+		out := make([]kratos.Identity, len(ids))
+		for i, id := range ids {
+			out[i].ID = id
+		}
+		return out
+	}
+	require.NoError(t, checkOrder(page(a, b, c), nil))
+	require.NoError(t, checkOrder(page(b, c), &a))
+	require.NoError(t, checkOrder(nil, &c))
+	require.ErrorContains(t, checkOrder(page(a, c, b), nil), "not in ascending id order")
+	require.ErrorContains(t, checkOrder(page(a, a), nil), "not in ascending id order")
+	require.ErrorContains(t, checkOrder(page(a), &b), "not in ascending id order") // behind the previous page
+}

@@ -451,17 +451,36 @@ func (p *pass) writeRepairs(ctx context.Context, missing []*kratos.Identity, job
 			jobs = append(jobs, p.repair(p.Documents.RepairArgs(ident.ID)))
 		}
 	}
-	if len(jobs) > 0 {
-		if _, err := p.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
-			return fmt.Errorf("enqueue repairs: %w", err)
-		}
+	enqueued, err := p.enqueue(ctx, tx, jobs)
+	if err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit repairs: %w", err)
 	}
 	p.report.ProfilesInserted += inserted
-	p.report.RepairsEnqueued += len(jobs)
+	p.report.RepairsEnqueued += enqueued
 	return nil
+}
+
+// enqueue inserts jobs in tx and returns how many were new. InsertManyTx rather than the COPY-based
+// InsertManyFastTx: it is as much a single statement, and it skips a job that unique options (which an
+// index job may have) say exists already, where InsertManyFastTx would fail the whole page.
+func (p *pass) enqueue(ctx context.Context, tx pgx.Tx, jobs []river.InsertManyParams) (int, error) {
+	if len(jobs) == 0 {
+		return 0, nil
+	}
+	res, err := p.Jobs.InsertManyTx(ctx, tx, jobs)
+	if err != nil {
+		return 0, fmt.Errorf("enqueue repairs: %w", err)
+	}
+	n := 0
+	for _, r := range res {
+		if !r.UniqueSkippedAsDuplicate {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // mapProfiles builds the profiles of identities with the mapping, on every core: the mapping is the
@@ -512,10 +531,19 @@ func (p *pass) enqueueOrphans(ctx context.Context) error {
 		for i, id := range ids {
 			jobs[i] = p.repair(profilesync.IdentityArgs{IdentityID: id})
 		}
-		if _, err := p.Jobs.InsertManyFast(ctx, jobs); err != nil {
+		tx, err := p.Pool.Begin(ctx)
+		if err != nil {
 			return fmt.Errorf("enqueue orphan repairs: %w", err)
 		}
-		p.report.RepairsEnqueued += len(jobs)
+		n, err := p.enqueue(ctx, tx, jobs)
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		if err != nil {
+			return fmt.Errorf("enqueue orphan repairs: %w", err)
+		}
+		p.report.RepairsEnqueued += n
 		after = &ids[len(ids)-1]
 		if len(ids) < orphanBatch {
 			return nil
