@@ -50,7 +50,8 @@ const RepairPriority = 3
 
 // Opts configures a pass.
 type Opts struct {
-	// Pool is the database. The pass holds one of its connections for the lock and uses at most two more.
+	// Pool is the database. The pass takes one connection out of it for the lock, for the whole pass, and
+	// uses one more at a time.
 	Pool *pgxpool.Pool
 	// Kratos is the admin API client the identities are listed from.
 	Kratos *kratos.Client
@@ -181,9 +182,6 @@ func (o *Opts) defaults() error {
 	}
 	if o.Jobs == nil && !o.DryRun {
 		return errors.New("reconcile: Jobs is required to enqueue repairs")
-	}
-	if o.Pool.Config().MaxConns < 2 {
-		return errors.New("reconcile: the pool needs at least 2 connections (one holds the lock)")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -146,7 +146,7 @@ func runReconcile(ctx context.Context, e *environment, f reconcileFlags) (reconc
 	if err != nil {
 		return reconcile.Report{}, nil, err
 	}
-	// One connection holds the lock for the whole pass; the pass uses two more at most.
+	// One connection holds the lock for the whole pass; the pass uses one more at a time, --wait another.
 	pool, err := newPool(ctx, cfg.DatabaseURL, 4, "kratos-hooks-reconcile")
 	if err != nil {
 		return reconcile.Report{}, nil, err
