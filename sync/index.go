@@ -99,6 +99,9 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 		outcome, err = w.writer.Delete(ctx, id, p.Revision)
 	} else {
 		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
+		if err == nil && outcome == search.Stale {
+			outcome, err = w.overtakeForeignDelete(ctx, p)
+		}
 	}
 	var itemErr *search.ItemError
 	switch {
@@ -124,6 +127,34 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 }
 
 var _ river.Worker[IndexArgs] = (*IndexWorker)(nil)
+
+// overtakeForeignDelete handles a Put refused as stale. Usually a newer revision got there first, and there
+// is nothing to do. But when there is no document at all, what holds the higher version is a delete this
+// service did not make (by hand, with internal versioning, which bumps the version): Elasticsearch keeps it
+// for index.gc_deletes and refuses the profile's own revision until then. The revision is then raised past
+// it (a revision may grow without a content change), so that the document comes back now.
+func (w *IndexWorker) overtakeForeignDelete(ctx context.Context, p Profile) (search.Outcome, error) {
+	versions, err := w.index.DocumentVersions(ctx, []uuid.UUID{p.IdentityID})
+	if err != nil {
+		return 0, err
+	}
+	if _, found := versions[p.IdentityID]; found {
+		return search.Stale, nil
+	}
+	for range 3 {
+		rev, ok, err := bumpRevision(ctx, w.pool, p.IdentityID, p.Revision)
+		if err != nil || !ok {
+			// !ok: the row changed meanwhile, and the job its change enqueued writes it.
+			return search.Stale, err
+		}
+		p.Revision = rev
+		outcome, err := w.writer.Put(ctx, DocumentFromProfile(p))
+		if err != nil || outcome != search.Stale {
+			return outcome, err
+		}
+	}
+	return 0, fmt.Errorf("document of %s is held back by a delete at a higher version; trying again later", p.IdentityID)
+}
 
 // DocumentFromProfile is the search document of a profile row (not a tombstone: those are deleted).
 func DocumentFromProfile(p Profile) search.Document {

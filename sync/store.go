@@ -149,6 +149,22 @@ RETURNING revision`, id, at).Scan(&rev)
 	return Write{Changed: true, Revision: rev}, nil
 }
 
+// bumpRevision raises a live profile's revision by one if it is still at revision, and returns the new one;
+// ok is false when the row has moved on (or is a tombstone).
+func bumpRevision(ctx context.Context, q Querier, id uuid.UUID, revision int64) (newRevision int64, ok bool, err error) {
+	err = q.QueryRow(ctx, `
+UPDATE profiles SET revision = revision + 1, synced_at = now()
+WHERE identity_id = $1 AND revision = $2 AND deleted_at IS NULL
+RETURNING revision`, id, revision).Scan(&newRevision)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("raise revision of %s: %w", id, err)
+	}
+	return newRevision, true, nil
+}
+
 // GetProfile reads one profile row, tombstones included. It returns pgx.ErrNoRows when there is none.
 func GetProfile(ctx context.Context, q Querier, id uuid.UUID) (Profile, error) {
 	var p Profile

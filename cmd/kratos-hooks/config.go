@@ -63,6 +63,12 @@ type serveConfig struct {
 	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
 
 	ProfileMappingFile string `env:"PROFILE_MAPPING_FILE"`
+
+	// Scheduled reconcile passes, off unless RECONCILE_INTERVAL is set.
+	ReconcileInterval         time.Duration `env:"RECONCILE_INTERVAL"`
+	ReconcileTimeout          time.Duration `env:"RECONCILE_TIMEOUT" envDefault:"1h"`
+	ReconcilePageSize         int           `env:"RECONCILE_PAGE_SIZE" envDefault:"500"`
+	ReconcileMaxDeletePercent float64       `env:"RECONCILE_MAX_DELETE_PERCENT" envDefault:"10"`
 }
 
 // minAPIKeyLength refuses keys short enough to guess.
@@ -108,6 +114,18 @@ func (c *serveConfig) validate(role string) error {
 	}
 	if c.JobMaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("JOB_MAX_ATTEMPTS must be at least 1, got %d", c.JobMaxAttempts))
+	}
+	if c.ReconcileInterval != 0 && c.ReconcileInterval < time.Second {
+		errs = append(errs, fmt.Errorf("RECONCILE_INTERVAL must be 0 (off) or at least 1s, got %s", c.ReconcileInterval))
+	}
+	if c.ReconcileTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("RECONCILE_TIMEOUT must be positive, got %s", c.ReconcileTimeout))
+	}
+	if c.ReconcilePageSize < 1 || c.ReconcilePageSize > kratos.MaxPageSize {
+		errs = append(errs, fmt.Errorf("RECONCILE_PAGE_SIZE must be 1..%d, got %d", kratos.MaxPageSize, c.ReconcilePageSize))
+	}
+	if !(c.ReconcileMaxDeletePercent > 0 && c.ReconcileMaxDeletePercent <= 100) {
+		errs = append(errs, fmt.Errorf("RECONCILE_MAX_DELETE_PERCENT must be more than 0 and at most 100, got %g", c.ReconcileMaxDeletePercent))
 	}
 	if c.HTTPDBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HTTP_DB_MAX_CONNS must be at least 2, got %d", c.HTTPDBMaxConns))

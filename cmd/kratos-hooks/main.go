@@ -22,6 +22,10 @@ func main() {
 		if errors.As(err, &usage) {
 			os.Exit(2)
 		}
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			os.Exit(coded.ExitCode())
+		}
 		os.Exit(1)
 	}
 }
@@ -55,6 +59,7 @@ Configuration comes from the environment; see the README for every variable.`,
 		newKratosConfigCmd(e),
 		newMappingCmd(e),
 		newHealthcheckCmd(e),
+		newReconcileCmd(e),
 	)
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -243,7 +243,7 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 		queues[profilesync.QueueIndex] = river.QueueConfig{MaxWorkers: cfg.IndexWorkers}
 	}
 
-	return &river.Config{
+	config := &river.Config{
 		Logger:               logger,
 		Workers:              workers,
 		Queues:               queues,
@@ -257,6 +257,10 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
 		},
 	}
+	if cfg.ReconcileInterval > 0 {
+		scheduleReconcile(config, workers, cfg, pool, kratosClient, mapper, index, logger)
+	}
+	return config
 }
 
 func newPool(ctx context.Context, url string, maxConns int32, appName string) (*pgxpool.Pool, error) {
