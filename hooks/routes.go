@@ -30,12 +30,22 @@ type Opts struct {
 	// Hooks serves the /hooks/* endpoints; false for a process that only runs workers (it still serves
 	// health).
 	Hooks bool
+	// Gating decides who may register and log in (the before and validate hooks).
+	Gating Gating
+	// AdminTokens are accepted as "Authorization: Bearer <token>" by the admin API (/admin/*); with none,
+	// every admin request is refused.
+	AdminTokens []string
+	// NowFunc is the clock of invite expiry and guess limiting; nil means time.Now.
+	NowFunc func() time.Time
 }
 
 // New returns the HTTP handler with every route.
 func New(opts Opts) *echo.Echo {
 	if opts.DBTimeout == 0 {
 		opts.DBTimeout = 2 * time.Second
+	}
+	if opts.NowFunc == nil {
+		opts.NowFunc = time.Now
 	}
 	e := echo.New()
 	e.HideBanner = true
@@ -49,14 +59,26 @@ func New(opts Opts) *echo.Echo {
 	if opts.Hooks {
 		// Kratos's ctx does not say which hook point called, so each has its own URL.
 		hooks := e.Group("/hooks", requireBearer(opts.APIKeys))
-		after := func(h profilesync.Hook) echo.HandlerFunc {
-			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout)
+		after := func(h profilesync.Hook, bind bindFunc) echo.HandlerFunc {
+			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout, bind)
 		}
-		hooks.POST("/registration/after", after(profilesync.HookRegistrationAfter))
-		hooks.POST("/login/after", after(profilesync.HookLoginAfter))
-		hooks.POST("/settings/after", after(profilesync.HookSettingsAfter))
-		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter))
-		hooks.POST("/recovery/after", after(profilesync.HookRecoveryAfter))
+		hooks.POST("/registration/after", after(profilesync.HookRegistrationAfter, bindInvite(opts.NowFunc)))
+		hooks.POST("/login/after", after(profilesync.HookLoginAfter, nil))
+		hooks.POST("/settings/after", after(profilesync.HookSettingsAfter, nil))
+		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter, nil))
+		hooks.POST("/recovery/after", after(profilesync.HookRecoveryAfter, nil))
+
+		// Gating: before hooks (IP only: Kratos sends them no traits) and pre-persist validate hooks
+		// (response.parse: true) whose refusals Kratos shows in its form.
+		hooks.POST("/registration/before", handleIPGate(opts.Gating.IP, flowRegistration))
+		hooks.POST("/login/before", handleIPGate(opts.Gating.IP, flowLogin))
+		hooks.POST("/registration/validate", handleRegistrationValidate(opts.Gating, opts.Pool, opts.DBTimeout, opts.NowFunc))
+		hooks.POST("/settings/validate", handleSettingsValidate(opts.Gating.Domains, opts.Pool, opts.DBTimeout))
+
+		admin := e.Group("/admin", requireBearer(opts.AdminTokens))
+		admin.POST("/invites", handleCreateInvite(opts.Pool, opts.DBTimeout, opts.NowFunc))
+		admin.GET("/invites", handleListInvites(opts.Pool, opts.DBTimeout, opts.NowFunc))
+		admin.DELETE("/invites/:id", handleRevokeInvite(opts.Pool, opts.DBTimeout, opts.NowFunc))
 	}
 	return e
 }

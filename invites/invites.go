@@ -87,6 +87,38 @@ func (i Invite) StatusAt(now time.Time) Status {
 	return StatusActive
 }
 
+// Summary is what a new invite is announced with: `invites create --json` prints it as one line, and
+// POST /admin/invites answers with it. Code is null for an e-mail invite, Email for a code invite.
+type Summary struct {
+	ID        uuid.UUID `json:"id"`
+	Code      *string   `json:"code"`
+	Email     *string   `json:"email"`
+	ExpiresAt time.Time `json:"expires_at"`
+	MaxUses   int       `json:"max_uses"`
+}
+
+// Summary announces the created invite, its code included.
+func (c Created) Summary() Summary {
+	s := Summary{ID: c.ID, Email: c.Email, ExpiresAt: c.ExpiresAt, MaxUses: c.MaxUses}
+	if c.Code != "" {
+		code := c.Code
+		s.Code = &code
+	}
+	return s
+}
+
+// Report is an invite as listed: with its kind and its status at the time of listing.
+type Report struct {
+	Invite
+	Kind   string `json:"kind"`
+	Status Status `json:"status"`
+}
+
+// Report is the invite as listed at now.
+func (i Invite) Report(now time.Time) Report {
+	return Report{Invite: i, Kind: i.Kind(), Status: i.StatusAt(now)}
+}
+
 // CreateOpts says what invite to create: exactly one of Email and Code.
 type CreateOpts struct {
 	// Email binds the invite to this address: a registration with it needs no code.
