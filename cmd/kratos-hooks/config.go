@@ -34,6 +34,7 @@ type serveConfig struct {
 	LogConfig
 	DBConfig
 	KratosConfig
+	GatingConfig
 
 	HooksAPIKeys []string `env:"HOOKS_API_KEY" envSeparator:","`
 	ListenAddr   string   `env:"LISTEN_ADDR" envDefault:":8080"`
@@ -76,6 +77,7 @@ func (c *serveConfig) validate(role string) error {
 			}
 		}
 	}
+	errs = append(errs, c.GatingConfig.validate(c.HooksAPIKeys)...)
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("LISTEN_ADDR %q: want host:port or :port", c.ListenAddr))
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kratos-hooks/kratos-hooks/hooks"
 	"github.com/kratos-hooks/kratos-hooks/internal/logging"
+	"github.com/kratos-hooks/kratos-hooks/invites"
 	"github.com/kratos-hooks/kratos-hooks/jsonnet"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
 	"github.com/kratos-hooks/kratos-hooks/migrations"
@@ -132,6 +133,8 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 			}},
 			{Name: "kratos_admin", Func: kratosClient.Alive},
 		},
+		Gating:      cfg.gating,
+		AdminTokens: cfg.AdminAPITokens,
 	})
 
 	// The listener is opened before anything starts, so a busy port fails fast.
@@ -198,6 +201,8 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 		Timeout: cfg.SyncJobTimeout,
 	}))
 	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
+	river.AddWorker(workers, &invites.SettleWorker{Pool: pool, Kratos: kratosClient, Logger: logger,
+		ReservationTimeout: cfg.InviteReservationTimeout, GuessWindow: cfg.InviteGuessWindow})
 
 	return &river.Config{
 		Logger:  logger,
@@ -214,6 +219,9 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 			river.NewPeriodicJob(river.PeriodicInterval(time.Hour), func() (river.JobArgs, *river.InsertOpts) {
 				return profilesync.EventCleanupArgs{}, nil
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(time.Minute), func() (river.JobArgs, *river.InsertOpts) {
+				return invites.SettleArgs{}, &river.InsertOpts{Queue: profilesync.QueueMaintenance}
+			}, nil),
 		},
 	}
 }
