@@ -52,6 +52,7 @@ Configuration comes from the environment; see the README for every variable.`,
 		newServeCmd(e),
 		newMigrateCmd(e),
 		newKratosConfigCmd(e),
+		newInvitesCmd(e),
 	)
 	root.SetArgs(args)
 	root.SetOut(stdout)
