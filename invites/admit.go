@@ -161,15 +161,13 @@ func admitCode(ctx context.Context, tx pgx.Tx, req AdmitRequest, limit GuessLimi
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(req.ClientKey)); err != nil {
 		return Admission{}, nil, fmt.Errorf("lock guess counter: %w", err)
 	}
-	windowStart := now.Add(-limit.Window)
-	if _, err := tx.Exec(ctx, `DELETE FROM invite_code_failures WHERE client_key = $1 AND failed_at <= $2`,
-		req.ClientKey, windowStart); err != nil {
-		return Admission{}, nil, fmt.Errorf("prune guess counter: %w", err)
-	}
+	// Count the failures in the window, and forget this client's older ones on the way.
 	var failures int
 	var oldest *time.Time
-	if err := tx.QueryRow(ctx, `SELECT count(*), min(failed_at) FROM invite_code_failures WHERE client_key = $1`,
-		req.ClientKey).Scan(&failures, &oldest); err != nil {
+	if err := tx.QueryRow(ctx, `
+WITH pruned AS (DELETE FROM invite_code_failures WHERE client_key = $1 AND failed_at <= $2)
+SELECT count(*), min(failed_at) FROM invite_code_failures WHERE client_key = $1 AND failed_at > $2`,
+		req.ClientKey, now.Add(-limit.Window)).Scan(&failures, &oldest); err != nil {
 		return Admission{}, nil, fmt.Errorf("read guess counter: %w", err)
 	}
 	if failures >= limit.Max {
@@ -207,19 +205,11 @@ func admitCode(ctx context.Context, tx pgx.Tx, req AdmitRequest, limit GuessLimi
 
 // reserve takes one use of the invite for the flow and address. ok is false when the invite was used up,
 // revoked or expired by the time its row was locked.
+//
+// The reservation row goes in first: the invite's row is locked only from the conditional update to the
+// commit, the shortest wait for registrations racing for the same invite.
 func reserve(ctx context.Context, tx pgx.Tx, inviteID uuid.UUID, req AdmitRequest, now time.Time) (Admission, bool, error) {
-	// The conditions are checked again on the locked row: a concurrent registration that took the last use
-	// makes this one update nothing.
 	tag, err := tx.Exec(ctx, `
-UPDATE invites SET uses = uses + 1
-WHERE id = $1 AND uses < max_uses AND revoked_at IS NULL AND expires_at > $2`, inviteID, now)
-	if err != nil {
-		return Admission{}, false, fmt.Errorf("reserve invite %s: %w", inviteID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return Admission{}, false, nil
-	}
-	tag, err = tx.Exec(ctx, `
 INSERT INTO invite_redemptions (flow_id, address, invite_id, reserved_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (flow_id, address) DO NOTHING`, req.FlowID, req.Address, inviteID, now)
 	if err != nil {
@@ -227,16 +217,27 @@ ON CONFLICT (flow_id, address) DO NOTHING`, req.FlowID, req.Address, inviteID, n
 	}
 	if tag.RowsAffected() == 0 {
 		// The same flow and address reserved concurrently (two deliveries of one call at once): that
-		// reservation stands, this one must not take a use. Undo the increment in this transaction.
+		// reservation stands, and this call takes no use.
 		var held uuid.UUID
-		if err := tx.QueryRow(ctx, `UPDATE invites SET uses = uses - 1 WHERE id = $1 RETURNING id`, inviteID).Scan(&held); err != nil {
-			return Admission{}, false, fmt.Errorf("reserve invite %s: %w", inviteID, err)
-		}
 		if err := tx.QueryRow(ctx, `SELECT invite_id FROM invite_redemptions WHERE flow_id = $1 AND address = $2`,
 			req.FlowID, req.Address).Scan(&held); err != nil {
 			return Admission{}, false, fmt.Errorf("reserve invite %s: %w", inviteID, err)
 		}
 		return Admission{InviteID: held, Repeat: true}, true, nil
+	}
+	// The conditions are checked again on the locked row: a concurrent registration that took the last use
+	// makes this one update nothing.
+	tag, err = tx.Exec(ctx, `
+UPDATE invites SET uses = uses + 1
+WHERE id = $1 AND uses < max_uses AND revoked_at IS NULL AND expires_at > $2`, inviteID, now)
+	if err != nil {
+		return Admission{}, false, fmt.Errorf("reserve invite %s: %w", inviteID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM invite_redemptions WHERE flow_id = $1 AND address = $2`, req.FlowID, req.Address); err != nil {
+			return Admission{}, false, fmt.Errorf("reserve invite %s: %w", inviteID, err)
+		}
+		return Admission{}, false, nil
 	}
 	return Admission{InviteID: inviteID}, true, nil
 }
