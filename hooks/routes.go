@@ -59,14 +59,15 @@ func New(opts Opts) *echo.Echo {
 	if opts.Hooks {
 		// Kratos's ctx does not say which hook point called, so each has its own URL.
 		hooks := e.Group("/hooks", requireBearer(opts.APIKeys))
-		after := func(h profilesync.Hook, bind bindFunc) echo.HandlerFunc {
-			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout, bind)
+		after := func(h profilesync.Hook) echo.HandlerFunc {
+			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout, nil)
 		}
-		hooks.POST("/registration/after", after(profilesync.HookRegistrationAfter, bindInvite(opts.NowFunc)))
-		hooks.POST("/login/after", after(profilesync.HookLoginAfter, nil))
-		hooks.POST("/settings/after", after(profilesync.HookSettingsAfter, nil))
-		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter, nil))
-		hooks.POST("/recovery/after", after(profilesync.HookRecoveryAfter, nil))
+		// The registration's post-persist hook also binds the invite its validate hook reserved.
+		hooks.POST("/registration/after", handleAfter(profilesync.HookRegistrationAfter, opts.Pool, opts.Jobs, opts.DBTimeout, bindInvite(opts.NowFunc)))
+		hooks.POST("/login/after", after(profilesync.HookLoginAfter))
+		hooks.POST("/settings/after", after(profilesync.HookSettingsAfter))
+		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter))
+		hooks.POST("/recovery/after", after(profilesync.HookRecoveryAfter))
 
 		// Gating: before hooks (IP only: Kratos sends them no traits) and pre-persist validate hooks
 		// (response.parse: true) whose refusals Kratos shows in its form.
