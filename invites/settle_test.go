@@ -2,10 +2,12 @@ package invites_test
 
 import (
 	"encoding/json"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kratos-hooks/kratos-hooks/internal/testenv"
@@ -92,12 +94,25 @@ func TestSettleStale_SettlesUnconfirmedReservationsBothWays(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, invites.Settled{}, done)
 
+	var n int
+	// The periodic job settles and prunes old failed code checks.
+	gone := reserve(testenv.Email("gone"), now)
+	_, err = b.db.Pool.Exec(b.ctx, `INSERT INTO invite_code_failures (client_key, failed_at) VALUES ('ip:192.0.2.9', $1), ('ip:192.0.2.9', $2)`,
+		now, now.Add(time.Hour))
+	require.NoError(t, err)
+	w := &invites.SettleWorker{Pool: b.db.Pool, Kratos: k.Admin, ReservationTimeout: 15 * time.Minute, GuessWindow: 15 * time.Minute,
+		Logger: slog.New(slog.DiscardHandler), NowFunc: func() time.Time { return now.Add(time.Hour) }}
+	require.NoError(t, w.Work(b.ctx, &river.Job[invites.SettleArgs]{}))
+	require.NoError(t, b.db.Pool.QueryRow(b.ctx, `SELECT count(*) FROM invite_redemptions WHERE flow_id = $1`, gone.FlowID).Scan(&n))
+	require.Zero(t, n)
+	require.NoError(t, b.db.Pool.QueryRow(b.ctx, `SELECT count(*) FROM invite_code_failures`).Scan(&n))
+	require.Equal(t, 1, n, "only the failure still inside its window is kept")
+
 	// A Kratos outage leaves the reservation for the next run.
 	stuck := reserve(testenv.Email("stuck"), now)
 	k.Stop()
 	_, err = invites.SettleStale(b.ctx, b.db.Pool, k.Admin, now.Add(time.Hour), 15*time.Minute)
 	require.Error(t, err)
-	var n int
 	require.NoError(t, b.db.Pool.QueryRow(b.ctx, `SELECT count(*) FROM invite_redemptions WHERE flow_id = $1 AND confirmed_at IS NULL`, stuck.FlowID).Scan(&n))
 	require.Equal(t, 1, n)
 }
