@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/riverqueue/river"
 
+	"github.com/kratos-hooks/kratos-hooks/invites"
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
@@ -24,7 +25,7 @@ type afterResponse struct {
 // handleAfter records an after-hook event: one short transaction stores the event and its sync job, and
 // only then does Kratos get its 2xx. Everything slow (reading Kratos, writing the profile) happens in the
 // worker.
-func handleAfter(hook profilesync.Hook, pool *pgxpool.Pool, jobs *river.Client[pgx.Tx], dbTimeout time.Duration) echo.HandlerFunc {
+func handleAfter(hook profilesync.Hook, pool *pgxpool.Pool, jobs *river.Client[pgx.Tx], dbTimeout time.Duration, bind bindFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		body, err := readBody(c)
 		if err != nil {
@@ -43,7 +44,11 @@ func handleAfter(hook profilesync.Hook, pool *pgxpool.Pool, jobs *river.Client[p
 			ev.OccurredAt = p.Session.AuthenticatedAt
 		}
 
-		rec, err := recordEvent(c.Request().Context(), pool, jobs, dbTimeout, ev)
+		var also func(ctx context.Context, tx pgx.Tx) error
+		if bind != nil {
+			also = func(ctx context.Context, tx pgx.Tx) error { return bind(ctx, tx, p) }
+		}
+		rec, err := recordEvent(c.Request().Context(), pool, jobs, dbTimeout, ev, also)
 		if err != nil {
 			return err
 		}
@@ -55,7 +60,20 @@ func handleAfter(hook profilesync.Hook, pool *pgxpool.Pool, jobs *river.Client[p
 // restart of about twice as long.
 const retryAfter = 5 * time.Second
 
-func recordEvent(ctx context.Context, pool *pgxpool.Pool, jobs *river.Client[pgx.Tx], dbTimeout time.Duration, ev profilesync.Event) (profilesync.Recorded, error) {
+// bindFunc is more work a hook point does in the transaction that records its event.
+type bindFunc func(ctx context.Context, tx pgx.Tx, p Payload) error
+
+// bindInvite confirms the invite reservation the registration's validate hook made, with the identity id
+// Kratos has now given it. Doing it in the event's transaction means a Kratos retry finds it done.
+func bindInvite(now func() time.Time) bindFunc {
+	return func(ctx context.Context, tx pgx.Tx, p Payload) error {
+		c := readContact(p.Identity.Traits)
+		_, err := invites.Confirm(ctx, tx, p.Flow.ID, invites.Address(c.Email, c.Phone), p.Identity.ID, now())
+		return err
+	}
+}
+
+func recordEvent(ctx context.Context, pool *pgxpool.Pool, jobs *river.Client[pgx.Tx], dbTimeout time.Duration, ev profilesync.Event, also func(context.Context, pgx.Tx) error) (profilesync.Recorded, error) {
 	// A short deadline on the whole transaction, acquiring the connection included: when Postgres is down
 	// or the pool is exhausted, answer 503 at once instead of holding Kratos's request open.
 	ctx, cancel := context.WithTimeout(ctx, dbTimeout)
@@ -69,6 +87,11 @@ func recordEvent(ctx context.Context, pool *pgxpool.Pool, jobs *river.Client[pgx
 	rec, err := profilesync.RecordEvent(ctx, tx, jobs, ev)
 	if err != nil {
 		return profilesync.Recorded{}, unavailable(retryAfter, err)
+	}
+	if also != nil {
+		if err := also(ctx, tx); err != nil {
+			return profilesync.Recorded{}, unavailable(retryAfter, err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		// The commit may or may not have happened. Either way a retry is safe: the same event key makes no

@@ -66,6 +66,12 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		switch {
 		case errors.As(err, &messagesErr):
 			// A refusal Kratos renders in its form: the body is the messages shape, not an error envelope.
+			if messagesErr.Err != nil {
+				logger.ErrorContext(ctx, "flow interrupted by an internal error", "error", messagesErr.Err,
+					"path", c.Path())
+			} else {
+				logger.InfoContext(ctx, "flow interrupted", "reason", messagesErr.Error(), "path", c.Path())
+			}
 			_ = c.JSON(messagesErr.Status, messagesErr.Body())
 			return
 		case errors.As(err, &hookErr):

@@ -30,7 +30,12 @@ type FieldMessages struct {
 type MessagesError struct {
 	Status int
 	Fields []FieldMessages
+	// Err, when set, is an internal cause behind the message (the database did not answer): logged, never
+	// shown.
+	Err error
 }
+
+func (e *MessagesError) Unwrap() error { return e.Err }
 
 func (e *MessagesError) Error() string {
 	if len(e.Fields) > 0 && len(e.Fields[0].Messages) > 0 {

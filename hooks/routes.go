@@ -33,15 +33,22 @@ type Opts struct {
 	DBTimeout time.Duration
 	// Checks are the readiness checks.
 	Checks []Check
-	// Hooks serves the /hooks/* endpoints; false for a process that only runs workers (it still serves
-	// health).
+	// Hooks serves the /hooks/* endpoints and the admin API; false for a process that only runs workers
+	// (it still serves health).
 	Hooks bool
+	// Gating decides who may register and log in (the before and validate hooks).
+	Gating Gating
+	// NowFunc is the clock of invite expiry and guess limiting; nil means time.Now.
+	NowFunc func() time.Time
 }
 
 // New returns the HTTP handler with every route.
 func New(opts Opts) *echo.Echo {
 	if opts.DBTimeout == 0 {
 		opts.DBTimeout = 2 * time.Second
+	}
+	if opts.NowFunc == nil {
+		opts.NowFunc = time.Now
 	}
 	e := echo.New()
 	e.HideBanner = true
@@ -56,17 +63,28 @@ func New(opts Opts) *echo.Echo {
 		// Kratos's ctx does not say which hook point called, so each has its own URL.
 		hooks := e.Group("/hooks", requireBearer(opts.APIKeys))
 		after := func(h profilesync.Hook) echo.HandlerFunc {
-			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout)
+			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout, nil)
 		}
-		hooks.POST("/registration/after", after(profilesync.HookRegistrationAfter))
+		// The registration's post-persist hook also binds the invite its validate hook reserved.
+		hooks.POST("/registration/after", handleAfter(profilesync.HookRegistrationAfter, opts.Pool, opts.Jobs, opts.DBTimeout, bindInvite(opts.NowFunc)))
 		hooks.POST("/login/after", after(profilesync.HookLoginAfter))
 		hooks.POST("/settings/after", after(profilesync.HookSettingsAfter))
 		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter))
 		hooks.POST("/recovery/after", after(profilesync.HookRecoveryAfter))
-	}
 
-	// The admin API is for operators and back-office tools, with its own tokens: never Kratos's keys.
-	admin := e.Group("/admin", requireBearer(opts.AdminAPITokens))
-	admin.GET("/profiles", handleSearchProfiles(opts.Search))
+		// Gating: before hooks (IP only: Kratos sends them no traits) and pre-persist validate hooks
+		// (response.parse: true) whose refusals Kratos shows in its form.
+		hooks.POST("/registration/before", handleIPGate(opts.Gating.IP, flowRegistration))
+		hooks.POST("/login/before", handleIPGate(opts.Gating.IP, flowLogin))
+		hooks.POST("/registration/validate", handleRegistrationValidate(opts.Gating, opts.Pool, opts.DBTimeout, opts.NowFunc))
+		hooks.POST("/settings/validate", handleSettingsValidate(opts.Gating.Domains, opts.Pool, opts.DBTimeout))
+
+		// The admin API is for operators and back-office tools, with its own tokens: never Kratos's keys.
+		admin := e.Group("/admin", requireBearer(opts.AdminAPITokens))
+		admin.POST("/invites", handleCreateInvite(opts.Pool, opts.DBTimeout, opts.NowFunc))
+		admin.GET("/invites", handleListInvites(opts.Pool, opts.DBTimeout, opts.NowFunc))
+		admin.DELETE("/invites/:id", handleRevokeInvite(opts.Pool, opts.DBTimeout, opts.NowFunc))
+		admin.GET("/profiles", handleSearchProfiles(opts.Search))
+	}
 	return e
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ type serveConfig struct {
 	KratosConfig
 	ElasticsearchConfig
 	IndexConfig
+	GatingConfig
 
 	HooksAPIKeys []string `env:"HOOKS_API_KEY" envSeparator:","`
 	ListenAddr   string   `env:"LISTEN_ADDR" envDefault:":8080"`
@@ -87,6 +89,7 @@ func (c *serveConfig) validate(role string) error {
 			}
 		}
 	}
+	errs = append(errs, c.GatingConfig.validate()...)
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("LISTEN_ADDR %q: want host:port or :port", c.ListenAddr))
 	}
@@ -132,8 +135,11 @@ func (c *serveConfig) validate(role string) error {
 	}
 	for i, k := range c.AdminAPITokens {
 		c.AdminAPITokens[i] = strings.TrimSpace(k)
-		if len(c.AdminAPITokens[i]) < minAPIKeyLength {
+		switch {
+		case len(c.AdminAPITokens[i]) < minAPIKeyLength:
 			errs = append(errs, fmt.Errorf("ADMIN_API_TOKEN: token %d of %d is shorter than %d characters", i+1, len(c.AdminAPITokens), minAPIKeyLength))
+		case slices.Contains(c.HooksAPIKeys, c.AdminAPITokens[i]):
+			errs = append(errs, errors.New("ADMIN_API_TOKEN must differ from every HOOKS_API_KEY: Kratos holds those"))
 		}
 	}
 	errs = append(errs, c.ElasticsearchConfig.validate()...)

@@ -60,6 +60,7 @@ Configuration comes from the environment; see the README for every variable.`,
 		newMappingCmd(e),
 		newHealthcheckCmd(e),
 		newReconcileCmd(e),
+		newInvitesCmd(e),
 	)
 	root.SetArgs(args)
 	root.SetOut(stdout)

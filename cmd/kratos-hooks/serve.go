@@ -18,6 +18,7 @@ import (
 
 	"github.com/kratos-hooks/kratos-hooks/hooks"
 	"github.com/kratos-hooks/kratos-hooks/internal/logging"
+	"github.com/kratos-hooks/kratos-hooks/invites"
 	"github.com/kratos-hooks/kratos-hooks/jsonnet"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
 	"github.com/kratos-hooks/kratos-hooks/migrations"
@@ -164,6 +165,7 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 			}},
 			{Name: "kratos_admin", Func: kratosClient.Alive},
 		}, searchChecks(index)...),
+		Gating: cfg.gating,
 	})
 
 	// The listener is opened before anything starts, so a busy port fails fast.
@@ -232,6 +234,8 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 		IndexProfiles: index != nil,
 	}))
 	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
+	river.AddWorker(workers, &invites.SettleWorker{Pool: pool, Kratos: kratosClient, Logger: logger,
+		ReservationTimeout: cfg.InviteReservationTimeout, GuessWindow: cfg.InviteGuessWindow})
 	queues := map[string]river.QueueConfig{
 		profilesync.QueueIdentity:    {MaxWorkers: cfg.SyncWorkers},
 		profilesync.QueueMaintenance: {MaxWorkers: 2},
@@ -255,6 +259,9 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 			river.NewPeriodicJob(river.PeriodicInterval(time.Hour), func() (river.JobArgs, *river.InsertOpts) {
 				return profilesync.EventCleanupArgs{}, nil
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(time.Minute), func() (river.JobArgs, *river.InsertOpts) {
+				return invites.SettleArgs{}, &river.InsertOpts{Queue: profilesync.QueueMaintenance}
+			}, nil),
 		},
 	}
 	if cfg.ReconcileInterval > 0 {
