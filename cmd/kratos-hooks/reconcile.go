@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kratos-hooks/kratos-hooks/internal/logging"
+	"github.com/kratos-hooks/kratos-hooks/invites"
 	"github.com/kratos-hooks/kratos-hooks/jsonnet"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
 	"github.com/kratos-hooks/kratos-hooks/migrations"
@@ -47,7 +48,8 @@ type reconcileConfig struct {
 	DBConfig
 	KratosConfig
 	ElasticsearchConfig
-	ProfileMappingFile string `env:"PROFILE_MAPPING_FILE"`
+	ProfileMappingFile       string        `env:"PROFILE_MAPPING_FILE"`
+	InviteReservationTimeout time.Duration `env:"INVITE_RESERVATION_TIMEOUT" envDefault:"15m"`
 }
 
 type reconcileFlags struct {
@@ -174,6 +176,8 @@ func runReconcile(ctx context.Context, e *environment, f reconcileFlags) (reconc
 		MaxDeleteShare:  f.maxDeletePercent / 100,
 		AllowMassDelete: f.allowMassDelete,
 		WaitForLock:     f.waitForLock,
+		// Invite reservations whose confirming webhook was lost are settled by asking Kratos.
+		SettleInvitesFunc: settleInvites(pool, kratosClient, cfg.InviteReservationTimeout),
 	}
 	if index != nil {
 		defer func() { _ = index.Close(context.WithoutCancel(ctx)) }()
@@ -300,8 +304,9 @@ func scheduleReconcile(config *river.Config, workers *river.Workers, cfg serveCo
 	kratosClient *kratos.Client, mapper *jsonnet.Mapper, index *search.Index, logger *slog.Logger) {
 	opts := reconcile.Opts{
 		Pool: pool, Kratos: kratosClient, Mapper: mapper, Logger: logger,
-		PageSize:       cfg.ReconcilePageSize,
-		MaxDeleteShare: cfg.ReconcileMaxDeletePercent / 100,
+		PageSize:          cfg.ReconcilePageSize,
+		MaxDeleteShare:    cfg.ReconcileMaxDeletePercent / 100,
+		SettleInvitesFunc: settleInvites(pool, kratosClient, cfg.InviteReservationTimeout),
 	}
 	if index != nil {
 		opts.Documents = reconcile.IndexDocuments{Index: index}
@@ -311,4 +316,12 @@ func scheduleReconcile(config *river.Config, workers *river.Workers, cfg serveCo
 		func() (river.JobArgs, *river.InsertOpts) { return reconcile.PassArgs{}, nil },
 		&river.PeriodicJobOpts{RunOnStart: true}))
 	logger.Info("scheduled reconcile passes", "interval", cfg.ReconcileInterval.String(), "timeout", cfg.ReconcileTimeout.String())
+}
+
+// settleInvites is reconcile's hook for invite reservations left unconfirmed.
+func settleInvites(pool *pgxpool.Pool, kc *kratos.Client, timeout time.Duration) func(ctx context.Context) (int, error) {
+	return func(ctx context.Context) (int, error) {
+		settled, err := invites.SettleStale(ctx, pool, kc, time.Now(), timeout)
+		return settled.Confirmed + settled.Released, err
+	}
 }

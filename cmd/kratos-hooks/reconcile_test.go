@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kratos-hooks/kratos-hooks/internal/testenv"
+	"github.com/kratos-hooks/kratos-hooks/invites"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
 	"github.com/kratos-hooks/kratos-hooks/reconcile"
 )
@@ -268,4 +269,31 @@ func TestProgressLine_KeepsLogLinesAboveIt(t *testing.T) {
 	const status = "reconcile: 2 pages, 1000 identities, 500 identities/s, 2s"
 	require.Equal(t, "\r\x1b[K"+status+"\r\x1b[Ka log line\n"+status+"\r\x1b[K", out.String())
 	require.False(t, isTerminal(&out))
+}
+
+// A reservation whose post-persist hook was lost, and one whose registration never happened, are both
+// settled by the pass: confirmed for the address Kratos has, released for the one it does not.
+func TestReconcile_SettlesInviteReservationsLeftUnconfirmed(t *testing.T) {
+	t.Parallel()
+	s := startReconcileStack(t)
+	ctx := testenv.Context(t)
+	long := time.Now().Add(-time.Hour)
+	inv, err := invites.Create(ctx, s.db.Pool, invites.CreateOpts{Code: true, MaxUses: 5}, long)
+	require.NoError(t, err)
+
+	registered := testenv.Email("kept")
+	traits, _ := json.Marshal(testenv.Traits(registered, "", ""))
+	_, err = s.kratos.Admin.CreateIdentity(ctx, kratos.CreateIdentityBody{SchemaID: "person", Traits: traits})
+	require.NoError(t, err)
+	for _, address := range []string{registered, testenv.Email("abandoned")} {
+		_, err := invites.Admit(ctx, s.db.Pool, invites.AdmitRequest{FlowID: uuid.New(), Address: address, Email: address,
+			Code: inv.Code, ClientKey: "test"}, invites.DefaultGuessLimit, long.Add(time.Minute))
+		require.NoError(t, err)
+	}
+
+	report, stderr, err := reconcileJSON(t, s.env)
+	require.NoError(t, err, stderr)
+	require.EqualValues(t, 2, report["invites_settled"])
+	require.Equal(t, 1, s.count(t, `SELECT count(*) FROM invite_redemptions WHERE confirmed_at IS NOT NULL`))
+	require.Equal(t, 1, s.count(t, `SELECT count(*) FROM invite_redemptions`), "the abandoned reservation gave its use back")
 }
