@@ -53,7 +53,7 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	// The Kratos floor reads at the sync workers' concurrency: SYNC_WORKERS as the service gets it (from this
 	// environment), or serve's default.
-	syncWorkers := 32
+	syncWorkers := 200
 	if s := os.Getenv("SYNC_WORKERS"); s != "" {
 		var err error
 		if syncWorkers, err = strconv.Atoi(s); err != nil {

@@ -191,7 +191,7 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.InfoContext(ctx, "kratos-hooks serving", "addr", ln.Addr().String(), "role", role,
-		"sync_workers", cfg.SyncWorkers)
+		"sync_workers", cfg.SyncWorkers, "sync_batches", cfg.SyncBatches)
 
 	select {
 	case <-ctx.Done():
@@ -232,6 +232,8 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 		Logger:        logger,
 		Timeout:       cfg.SyncJobTimeout,
 		IndexProfiles: index != nil,
+		BatchSize:     cfg.SyncBatchSize,
+		Batches:       cfg.SyncBatches,
 	}))
 	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
 	river.AddWorker(workers, &invites.SettleWorker{Pool: pool, Kratos: kratosClient, Logger: logger,
