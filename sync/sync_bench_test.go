@@ -47,8 +47,6 @@ func TestSyncRate(t *testing.T) {
 	db := testenv.NewDB(t)
 	es := testenv.Elasticsearch(t)
 	kr := testenv.StartKratos(t, testenv.KratosOpts{})
-	admin, err := kratos.NewClient(kr.AdminURL, &http.Client{Timeout: 5 * time.Minute})
-	require.NoError(t, err)
 
 	var params []river.InsertManyParams
 	var hooks, flows, sums, idents []string
@@ -58,7 +56,7 @@ func TestSyncRate(t *testing.T) {
 			traits, _ := json.Marshal(testenv.Traits(fmt.Sprintf("p%d.%s@bench.example.com", len(params)+i, testenv.Name("s")), "Person", "Number "+strconv.Itoa(len(params)+i)))
 			batch[i] = kratos.CreateIdentityBody{SchemaID: "person", Traits: traits}
 		}
-		ids, err := admin.BatchCreateIdentities(ctx, batch)
+		ids, err := kr.Admin.BatchCreateIdentities(ctx, batch)
 		require.NoError(t, err)
 		for _, id := range ids {
 			key := profilesync.EventKey{Hook: profilesync.HookRegistrationAfter, FlowID: uuid.New()}
@@ -68,7 +66,7 @@ func TestSyncRate(t *testing.T) {
 			params = append(params, river.InsertManyParams{Args: profilesync.IdentityArgs{IdentityID: id, Event: &key}})
 		}
 	}
-	_, err = db.Pool.Exec(ctx, `
+	_, err := db.Pool.Exec(ctx, `
 INSERT INTO hook_events (hook, flow_id, body_sha256, identity_id)
 SELECT h, f::uuid, decode(s, 'hex'), i::uuid FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(h, f, s, i)`,
 		hooks, flows, sums, idents)

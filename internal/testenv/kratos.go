@@ -107,7 +107,9 @@ log: {level: info, format: text}
 	k.args = append(k.args, "--dev", "--sqa-opt-out")
 	k.bin = bin
 	k.env = append(os.Environ(), "DSN="+DatabaseURL(t, k.DB))
-	if k.Admin, err = kratos.NewClient(k.AdminURL, nil); err != nil {
+	// A batch create of 2,000 identities takes Kratos more than the client's default 10 s on a busy machine
+	// (tests run in parallel on two cores): give test setup time.
+	if k.Admin, err = kratos.NewClient(k.AdminURL, &http.Client{Timeout: 2 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
