@@ -7,7 +7,6 @@
 package jsonnet
 
 import (
-	"bytes"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -41,31 +40,14 @@ type Fields struct {
 
 // Mapper evaluates a profile mapping. The source is parsed once; each Map call evaluates the parsed program
 // on a VM from a pool, so a Mapper is safe for concurrent use.
-//
-// The default mapping (DefaultProfileMapping, byte for byte, whatever its file name) is not interpreted: its
-// Go twin, mapDefault, gives the same fields for a few percent of the CPU. A test holds the two to each other.
 type Mapper struct {
 	name string
 	node ast.Node
 	vms  sync.Pool
-	// native is mapDefault when the source is the default mapping.
-	native func(identityJSON []byte) (Fields, error)
 }
 
 // NewMapper parses a mapping. name is used in error messages (a file name).
 func NewMapper(name string, source []byte) (*Mapper, error) {
-	m, err := newInterpretedMapper(name, source)
-	if err != nil {
-		return nil, err
-	}
-	if bytes.Equal(source, DefaultProfileMapping) {
-		m.native = mapDefault
-	}
-	return m, nil
-}
-
-// newInterpretedMapper is NewMapper without the native default mapping.
-func newInterpretedMapper(name string, source []byte) (*Mapper, error) {
 	node, err := gojsonnet.SnippetToAST(name, string(source))
 	if err != nil {
 		return nil, fmt.Errorf("profile mapping %s: %w", name, err)
@@ -92,15 +74,21 @@ func (e *MappingError) Unwrap() error { return e.Err }
 
 // Map evaluates the mapping with identityJSON (a Kratos identity) as its argument `identity`.
 func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
-	var f Fields
-	var err error
-	if m.native != nil {
-		f, err = m.native(identityJSON)
-	} else {
-		f, err = m.evaluate(identityJSON)
-	}
+	arg, err := jsonToNode(identityJSON)
 	if err != nil {
 		return Fields{}, &MappingError{Mapping: m.name, Err: err}
+	}
+	vm := m.vms.Get().(*gojsonnet.VM)
+	defer m.vms.Put(vm)
+	vm.TLANode("identity", arg)
+	out, err := vm.Evaluate(m.node)
+	if err != nil {
+		// The formatter adds the file position and Jsonnet stack trace.
+		return Fields{}, &MappingError{Mapping: m.name, Err: errors.New(strings.TrimSpace(vm.ErrorFormatter.Format(err)))}
+	}
+	var f Fields
+	if err := json.Unmarshal([]byte(out), &f); err != nil {
+		return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("output is not a profile object: %w", err)}
 	}
 	// Trimming and lower-casing happen here rather than in the mapping: the std functions that do them
 	// are written in Jsonnet and cost more than the rest of a mapping.
@@ -113,27 +101,6 @@ func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
 		if !scalarOrList(v) {
 			return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("attribute %q: want a string, number, boolean or a list of those", k)}
 		}
-	}
-	return f, nil
-}
-
-// evaluate runs the Jsonnet program on the identity and decodes what it returns.
-func (m *Mapper) evaluate(identityJSON []byte) (Fields, error) {
-	arg, err := jsonToNode(identityJSON)
-	if err != nil {
-		return Fields{}, err
-	}
-	vm := m.vms.Get().(*gojsonnet.VM)
-	defer m.vms.Put(vm)
-	vm.TLANode("identity", arg)
-	out, err := vm.Evaluate(m.node)
-	if err != nil {
-		// The formatter adds the file position and Jsonnet stack trace.
-		return Fields{}, errors.New(strings.TrimSpace(vm.ErrorFormatter.Format(err)))
-	}
-	var f Fields
-	if err := json.Unmarshal([]byte(out), &f); err != nil {
-		return Fields{}, fmt.Errorf("output is not a profile object: %w", err)
 	}
 	return f, nil
 }
