@@ -38,6 +38,8 @@ type Opts struct {
 	Hooks bool
 	// Gating decides who may register and log in (the before and validate hooks).
 	Gating Gating
+	// SMSSink, when set, receives Kratos's SMS at /dev/sms (DEV_SMS_SINK=true): development only.
+	SMSSink *SMSSink
 	// NowFunc is the clock of invite expiry and guess limiting; nil means time.Now.
 	NowFunc func() time.Time
 }
@@ -85,6 +87,12 @@ func New(opts Opts) *echo.Echo {
 		admin.GET("/invites", handleListInvites(opts.Pool, opts.DBTimeout, opts.NowFunc))
 		admin.DELETE("/invites/:id", handleRevokeInvite(opts.Pool, opts.DBTimeout, opts.NowFunc))
 		admin.GET("/profiles", handleSearchProfiles(opts.Search))
+
+		if opts.SMSSink != nil {
+			// Kratos's courier posts with the hooks key; reading codes back takes an admin token.
+			e.POST("/dev/sms", handleReceiveSMS(opts.SMSSink, opts.NowFunc), requireBearer(opts.APIKeys))
+			e.GET("/dev/sms", handleListSMS(opts.SMSSink), requireBearer(opts.AdminAPITokens))
+		}
 	}
 	return e
 }

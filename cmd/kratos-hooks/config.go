@@ -66,6 +66,9 @@ type serveConfig struct {
 
 	ProfileMappingFile string `env:"PROFILE_MAPPING_FILE"`
 
+	// DevSMSSink turns on the development SMS sink at /dev/sms. Never in production: it shows codes.
+	DevSMSSink bool `env:"DEV_SMS_SINK" envDefault:"false"`
+
 	// Scheduled reconcile passes, off unless RECONCILE_INTERVAL is set.
 	ReconcileInterval         time.Duration `env:"RECONCILE_INTERVAL"`
 	ReconcileTimeout          time.Duration `env:"RECONCILE_TIMEOUT" envDefault:"1h"`

@@ -143,6 +143,11 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 		return fmt.Errorf("river client: %w", err)
 	}
 
+	var smsSink *hooks.SMSSink
+	if cfg.DevSMSSink {
+		smsSink = hooks.NewSMSSink()
+		logger.WarnContext(ctx, "DEV_SMS_SINK is on: SMS sent to /dev/sms are kept in memory and shown at GET /dev/sms; never use it in production")
+	}
 	var migrated atomic.Bool
 	handler := hooks.New(hooks.Opts{
 		Logger:         logger,
@@ -165,7 +170,8 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 			}},
 			{Name: "kratos_admin", Func: kratosClient.Alive},
 		}, searchChecks(index)...),
-		Gating: cfg.gating,
+		Gating:  cfg.gating,
+		SMSSink: smsSink,
 	})
 
 	// The listener is opened before anything starts, so a busy port fails fast.

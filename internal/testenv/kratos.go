@@ -47,6 +47,9 @@ type KratosOpts struct {
 	WebhookBody []byte
 	// Overlay is more YAML, given to Kratos as a later config file (it overrides the template).
 	Overlay string
+	// WatchCourier runs Kratos's courier in the same process, so that it sends its e-mail and SMS (SMS go
+	// to the service's /dev/sms sink). Without it messages only wait in courier_messages.
+	WatchCourier bool
 }
 
 // APIKey is a hooks API key tests can share.
@@ -70,12 +73,10 @@ func StartKratos(t testing.TB, opts KratosOpts) *Kratos {
 	if opts.WebhookBody == nil {
 		opts.WebhookBody = jsonnet.WebhookTemplate
 	}
-	base, err := kratos.RenderConfig(opts.Template, map[string]string{
-		"KRATOS_HOOKS_URL":           strings.TrimRight(opts.HooksURL, "/"),
-		"KRATOS_HOOKS_API_KEY":       opts.APIKey,
-		"KRATOS_IDENTITY_SCHEMA_URL": kratos.Base64URL(kratos.IdentitySchema),
-		"KRATOS_HOOKS_WEBHOOK_BODY":  kratos.Base64URL(opts.WebhookBody),
-	})
+	base, err := kratos.RenderConfig(opts.Template, kratos.ConfigVars{
+		HooksURL: opts.HooksURL, APIKey: opts.APIKey,
+		IdentitySchema: kratos.IdentitySchema, WebhookBody: opts.WebhookBody, SMSBody: jsonnet.SMSTemplate,
+	}.Map())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +106,9 @@ log: {level: info, format: text}
 		k.args = append(k.args, "-c", filepath.Join(dir, "overlay.yml"))
 	}
 	k.args = append(k.args, "--dev", "--sqa-opt-out")
+	if opts.WatchCourier {
+		k.args = append(k.args, "--watch-courier")
+	}
 	k.bin = bin
 	k.env = append(os.Environ(), "DSN="+DatabaseURL(t, k.DB))
 	if k.Admin, err = kratos.NewClient(k.AdminURL, nil); err != nil {
