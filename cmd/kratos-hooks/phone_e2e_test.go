@@ -15,7 +15,6 @@ import (
 	"github.com/kratos-hooks/kratos-hooks/internal/testenv"
 )
 
-
 // phoneStack is kratos-hooks with search and the development SMS sink, and a Kratos whose courier runs,
 // so its SMS reach the sink.
 type phoneStack struct {
