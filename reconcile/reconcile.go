@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -420,14 +421,7 @@ func (p *pass) findOrphans(ctx context.Context, pg page, ids []uuid.UUID) (int, 
 // transaction.
 func (p *pass) writeRepairs(ctx context.Context, missing []*kratos.Identity, jobs []river.InsertManyParams) error {
 	profiles, mapErrs := mapProfiles(missing, p.Mapper)
-
-	tx, err := p.Pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin repairs: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-
-	inserted := 0
+	insert := make([]profilesync.Profile, 0, len(missing))
 	for i, ident := range missing {
 		if mapErrs[i] != nil {
 			// The mapping fails for this identity. A sync job fails the same way, but with the error on
@@ -437,16 +431,29 @@ func (p *pass) writeRepairs(ctx context.Context, missing []*kratos.Identity, job
 			jobs = append(jobs, p.repair(profilesync.IdentityArgs{IdentityID: ident.ID}))
 			continue
 		}
-		w, err := profilesync.InsertMissingProfile(ctx, tx, profiles[i])
-		if err != nil {
-			return err
-		}
+		insert = append(insert, profiles[i])
+	}
+
+	tx, err := p.Pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin repairs: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	// One statement for the page. A row that exists is never touched: a webhook's sync wrote it since the
+	// page was read, and it is newer.
+	writes, err := profilesync.InsertMissingProfiles(ctx, tx, insert)
+	if err != nil {
+		return err
+	}
+	inserted := 0
+	for i, w := range writes {
 		if !w.Changed {
-			continue // a webhook's sync wrote the row since the page was read: it is newer
+			continue
 		}
 		inserted++
 		if p.Documents != nil {
-			jobs = append(jobs, p.repair(p.Documents.RepairArgs(ident.ID)))
+			jobs = append(jobs, p.repair(p.Documents.RepairArgs(insert[i].IdentityID)))
 		}
 	}
 	enqueued, err := p.enqueue(ctx, tx, jobs)
@@ -481,24 +488,26 @@ func (p *pass) enqueue(ctx context.Context, tx pgx.Tx, jobs []river.InsertManyPa
 	return n, nil
 }
 
-// mapProfiles builds the profiles of identities with the mapping, on every core: the mapping is the
-// costliest step of a backfill.
+// mapProfiles builds the profiles of identities with the mapping, on every core, in one mapping
+// evaluation per core (sync.ProfilesFromIdentities): the mapping is the costliest step of a backfill.
 func mapProfiles(idents []*kratos.Identity, mapper profilesync.Mapper) ([]profilesync.Profile, []error) {
 	profiles := make([]profilesync.Profile, len(idents))
 	errs := make([]error, len(idents))
 	workers := min(runtime.GOMAXPROCS(0), len(idents))
-	done := make(chan struct{})
-	for w := range workers {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for i := w; i < len(idents); i += workers {
-				profiles[i], errs[i] = profilesync.ProfileFromIdentity(idents[i], mapper)
-			}
-		}()
+	if workers == 0 {
+		return profiles, errs
 	}
-	for range workers {
-		<-done
+	size := (len(idents) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for start := 0; start < len(idents); start += size {
+		end := min(start+size, len(idents))
+		wg.Go(func() {
+			ps, es := profilesync.ProfilesFromIdentities(idents[start:end], mapper)
+			copy(profiles[start:end], ps)
+			copy(errs[start:end], es)
+		})
 	}
+	wg.Wait()
 	return profiles, errs
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,25 +85,82 @@ func UpsertProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
 // InsertMissingProfile inserts p only if there is no row for the identity at all, tombstones included. It is
 // how a reconcile snapshot fills gaps without ever overwriting what a newer sync (or a deletion) wrote.
 func InsertMissingProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
-	var rev int64
-	err := q.QueryRow(ctx, `
-INSERT INTO profiles (
-    identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
-    email, email_verified, phone, phone_verified, name, locale, attributes, created_at, revision, synced_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, now())
-ON CONFLICT (identity_id) DO NOTHING
-RETURNING revision`,
-		p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
-		p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
-		p.Attributes, p.CreatedAt,
-	).Scan(&rev)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Write{}, nil
-	}
+	writes, err := insertMissing(ctx, q, []Profile{p})
 	if err != nil {
 		return Write{}, fmt.Errorf("insert profile %s: %w", p.IdentityID, err)
 	}
-	return Write{Changed: true, Revision: rev}, nil
+	return writes[0], nil
+}
+
+// InsertMissingProfiles is InsertMissingProfile for many profiles (of distinct identities), in one statement
+// per insertBatch of them: writes[i] says what became of ps[i]. A reconcile pass inserts a page's missing
+// profiles with it, in one round trip instead of one per profile.
+func InsertMissingProfiles(ctx context.Context, q Querier, ps []Profile) ([]Write, error) {
+	writes := make([]Write, 0, len(ps))
+	for chunk := range slices.Chunk(ps, insertBatch) {
+		w, err := insertMissing(ctx, q, chunk)
+		if err != nil {
+			return nil, fmt.Errorf("insert %d profiles: %w", len(ps), err)
+		}
+		writes = append(writes, w...)
+	}
+	return writes, nil
+}
+
+// insertBatch is the most profiles one INSERT takes: 15 parameters each, and a statement takes at most
+// 65,535.
+const insertBatch = 4000
+
+// insertMissingColumns are the parameters of one profile in insertMissing's INSERT, in order.
+const insertMissingColumns = 15
+
+// insertMissing inserts ps (at most insertBatch) with ON CONFLICT DO NOTHING: a row that exists, tombstone or
+// not, is never touched.
+func insertMissing(ctx context.Context, q Querier, ps []Profile) ([]Write, error) {
+	var values strings.Builder
+	args := make([]any, 0, len(ps)*insertMissingColumns)
+	for i, p := range ps {
+		if i > 0 {
+			values.WriteString(",\n")
+		}
+		values.WriteByte('(')
+		for c := range insertMissingColumns {
+			fmt.Fprintf(&values, "$%d, ", i*insertMissingColumns+c+1)
+		}
+		values.WriteString("1, now())")
+		args = append(args, p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
+			p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
+			p.Attributes, p.CreatedAt)
+	}
+	rows, err := q.Query(ctx, `
+INSERT INTO profiles (
+    identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
+    email, email_verified, phone, phone_verified, name, locale, attributes, created_at, revision, synced_at)
+VALUES `+values.String()+`
+ON CONFLICT (identity_id) DO NOTHING
+RETURNING identity_id, revision`, args...)
+	if err != nil {
+		return nil, err
+	}
+	inserted, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Profile, error) {
+		var p Profile
+		err := row.Scan(&p.IdentityID, &p.Revision)
+		return p, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	revisions := make(map[uuid.UUID]int64, len(inserted))
+	for _, p := range inserted {
+		revisions[p.IdentityID] = p.Revision
+	}
+	writes := make([]Write, len(ps))
+	for i, p := range ps {
+		if rev, ok := revisions[p.IdentityID]; ok {
+			writes[i] = Write{Changed: true, Revision: rev}
+		}
+	}
+	return writes, nil
 }
 
 // TombstoneProfile marks the identity as deleted: deleted_at set, revision bumped, personal data cleared. An
