@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -488,23 +489,30 @@ func (p *pass) enqueue(ctx context.Context, tx pgx.Tx, jobs []river.InsertManyPa
 	return n, nil
 }
 
-// mapProfiles builds the profiles of identities with the mapping, on every core, in one mapping
-// evaluation per core (sync.ProfilesFromIdentities): the mapping is the costliest step of a backfill.
+// mapBatch is how many identities are mapped in one evaluation (sync.ProfilesFromIdentities). An evaluation
+// holds its identities' values until it is done: enough of them to spread its fixed cost thin, few enough
+// to keep the memory of a page's mapping small.
+const mapBatch = 50
+
+// mapProfiles builds the profiles of identities with the mapping, mapBatch at a time, on every core: the
+// mapping is the costliest step of a backfill.
 func mapProfiles(idents []*kratos.Identity, mapper profilesync.Mapper) ([]profilesync.Profile, []error) {
 	profiles := make([]profilesync.Profile, len(idents))
 	errs := make([]error, len(idents))
-	workers := min(runtime.GOMAXPROCS(0), len(idents))
-	if workers == 0 {
-		return profiles, errs
-	}
-	size := (len(idents) + workers - 1) / workers
+	var next atomic.Int64 // the start of the next batch to map
 	var wg sync.WaitGroup
-	for start := 0; start < len(idents); start += size {
-		end := min(start+size, len(idents))
+	for range min(runtime.GOMAXPROCS(0), (len(idents)+mapBatch-1)/mapBatch) {
 		wg.Go(func() {
-			ps, es := profilesync.ProfilesFromIdentities(idents[start:end], mapper)
-			copy(profiles[start:end], ps)
-			copy(errs[start:end], es)
+			for {
+				start := int(next.Add(mapBatch)) - mapBatch
+				if start >= len(idents) {
+					return
+				}
+				end := min(start+mapBatch, len(idents))
+				ps, es := profilesync.ProfilesFromIdentities(idents[start:end], mapper)
+				copy(profiles[start:end], ps)
+				copy(errs[start:end], es)
+			}
 		})
 	}
 	wg.Wait()
