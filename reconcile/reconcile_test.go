@@ -432,6 +432,32 @@ func prevID(id uuid.UUID) uuid.UUID {
 	return id
 }
 
+// The pass writes a page's repairs while it compares the next ones. A write that fails stops the pass
+// within a page or two, and Run returns the write's error, not the cancellation it caused.
+func TestRun_AFailedWriteStopsThePass(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.createIdentities(t, 10)
+	_, err := b.db.Pool.Exec(b.ctx, `
+CREATE FUNCTION refuse_profiles() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'profiles are read-only today'; END $$;
+CREATE TRIGGER refuse_profiles BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION refuse_profiles();`)
+	require.NoError(t, err)
+
+	opts := b.opts()
+	opts.PageSize = 1
+	report, err := Run(b.ctx, opts)
+	require.ErrorContains(t, err, "profiles are read-only today")
+	require.NotErrorIs(t, err, context.Canceled)
+	// The first page's write failed; the pass compared at most the two pages queued behind it.
+	require.LessOrEqual(t, report.Pages, 3)
+	require.Zero(t, report.ProfilesInserted)
+	require.Zero(t, report.RepairsEnqueued)
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job`).Scan(&n))
+	require.Zero(t, n)
+}
+
 func TestRun_OnePassAtATime(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
