@@ -22,7 +22,8 @@ func (d IndexDocuments) DocumentVersions(ctx context.Context, ids []uuid.UUID) (
 	return d.Index.DocumentVersions(ctx, ids)
 }
 
-// RepairArgs is the index job: it reads the current row and indexes or deletes the document.
-func (IndexDocuments) RepairArgs(id uuid.UUID) river.JobArgs {
-	return profilesync.IndexArgs{IdentityID: id}
+// RepairArgs is the job that indexes the profiles (or deletes their documents): it reads the current rows,
+// so it writes what they hold when it runs, whatever they held when the pass read them.
+func (IndexDocuments) RepairArgs(ids []uuid.UUID) river.JobArgs {
+	return profilesync.IndexBatchArgs{IdentityIDs: ids}
 }

@@ -96,9 +96,10 @@ type Opts struct {
 type DocumentChecker interface {
 	// DocumentVersions returns the version of each id's document; ids without a document are absent.
 	DocumentVersions(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]int64, error)
-	// RepairArgs is the job that projects one profile into the index (or removes its document). Run also
-	// enqueues it, in the same transaction, for every profile it inserts.
-	RepairArgs(id uuid.UUID) river.JobArgs
+	// RepairArgs is the job that projects profiles into the index (or removes their documents). Run
+	// enqueues one per page, for the profiles whose documents differ and, in the same transaction, those it
+	// inserts.
+	RepairArgs(ids []uuid.UUID) river.JobArgs
 }
 
 // Progress is how far a pass has come.
@@ -296,7 +297,7 @@ func (p *pass) pages(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if w != nil && (len(repairs.missing) > 0 || len(repairs.jobs) > 0) {
+			if w != nil && (len(repairs.missing) > 0 || len(repairs.jobs) > 0 || len(repairs.index) > 0) {
 				if err := w.write(ctx, repairs); err != nil {
 					return err
 				}
@@ -330,6 +331,8 @@ type pageRepairs struct {
 	profiles []profilesync.Profile
 	mapErrs  []error
 	jobs     []river.InsertManyParams
+	// index are the profiles whose documents need writing (those inserted are added as they are).
+	index []uuid.UUID
 }
 
 // page compares one page of identities with the profiles (and the index) and returns the repairs it needs.
@@ -385,9 +388,7 @@ func (p *pass) page(ctx context.Context, pg page) (pageRepairs, error) {
 		docMissing, docStale := documentDrift(ids, rows, versions)
 		p.report.DocumentsMissing += len(docMissing)
 		p.report.DocumentsStale += len(docStale)
-		for _, id := range append(docMissing, docStale...) {
-			r.jobs = append(r.jobs, p.repair(p.Documents.RepairArgs(id)))
-		}
+		r.index = append(docMissing, docStale...)
 	}
 
 	if p.afterClassify != nil {
@@ -565,14 +566,15 @@ func (p *pass) writeRepairs(ctx context.Context, r pageRepairs) (inserted, enque
 	if err != nil {
 		return 0, 0, err
 	}
+	index := r.index
 	for i, w := range writes {
-		if !w.Changed {
-			continue
+		if w.Changed {
+			inserted++
+			index = append(index, insert[i].IdentityID)
 		}
-		inserted++
-		if p.Documents != nil {
-			jobs = append(jobs, p.repair(p.Documents.RepairArgs(insert[i].IdentityID)))
-		}
+	}
+	if p.Documents != nil && len(index) > 0 {
+		jobs = append(jobs, p.repair(p.Documents.RepairArgs(index)))
 	}
 	if enqueued, err = p.enqueue(ctx, tx, jobs); err != nil {
 		return 0, 0, err

@@ -610,10 +610,13 @@ func withIndex(t *testing.T) (func(*testBundle, *river.Workers, *river.Config), 
 	t.Cleanup(func() { _ = writer.Close(context.Background()) })
 	return func(b *testBundle, workers *river.Workers, config *river.Config) {
 		b.indexProfiles = true
-		river.AddWorker(workers, profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
+		indexWorker := profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
 			Pool: b.db.Pool, Index: index, Writer: writer, Logger: b.logger,
-		}))
+		})
+		river.AddWorker(workers, indexWorker)
+		river.AddWorker(workers, profilesync.NewIndexBatchWorker(indexWorker))
 		config.Queues[profilesync.QueueIndex] = river.QueueConfig{MaxWorkers: 50}
+		config.Queues[profilesync.QueueIndexBatch] = river.QueueConfig{MaxWorkers: profilesync.IndexBatchWorkers}
 	}, index, es
 }
 
@@ -630,9 +633,10 @@ func TestRun_RepairsTheSearchIndex(t *testing.T) {
 		return d
 	}
 
-	// A backfill inserts the profiles and projects them.
+	// A backfill inserts the profiles and projects them, with one index job for the page.
 	r := b.run(t, opts)
 	require.Equal(t, 3, r.ProfilesMissing)
+	require.Equal(t, 1, r.RepairsEnqueued)
 	b.waitRepairs(t, r)
 	for _, id := range ids {
 		testenv.Poll(t, 20*time.Second, func() error {

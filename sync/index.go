@@ -94,15 +94,7 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 		return err
 	}
 
-	var outcome search.Outcome
-	if p.DeletedAt != nil {
-		outcome, err = w.writer.Delete(ctx, id, p.Revision)
-	} else {
-		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
-		if err == nil && outcome == search.Stale {
-			outcome, err = w.overtakeForeignDelete(ctx, p)
-		}
-	}
+	outcome, err := w.write(ctx, p)
 	var itemErr *search.ItemError
 	switch {
 	case errors.Is(err, search.ErrNoAlias):
@@ -127,6 +119,19 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 }
 
 var _ river.Worker[IndexArgs] = (*IndexWorker)(nil)
+
+// write brings p's document in step with p: it indexes a live profile at its revision, or deletes a
+// tombstone's document.
+func (w *IndexWorker) write(ctx context.Context, p Profile) (search.Outcome, error) {
+	if p.DeletedAt != nil {
+		return w.writer.Delete(ctx, p.IdentityID, p.Revision)
+	}
+	outcome, err := w.writer.Put(ctx, DocumentFromProfile(p))
+	if err == nil && outcome == search.Stale {
+		outcome, err = w.overtakeForeignDelete(ctx, p)
+	}
+	return outcome, err
+}
 
 // overtakeForeignDelete handles a Put refused as stale. Usually a newer revision got there first, and there
 // is nothing to do. But when there is no document at all, what holds the higher version is a delete this

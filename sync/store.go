@@ -224,21 +224,40 @@ RETURNING revision`, id, revision).Scan(&newRevision)
 	return newRevision, true, nil
 }
 
-// GetProfile reads one profile row, tombstones included. It returns pgx.ErrNoRows when there is none.
-func GetProfile(ctx context.Context, q Querier, id uuid.UUID) (Profile, error) {
-	var p Profile
-	err := q.QueryRow(ctx, `
-SELECT identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
+// profileColumns are every column of a profile row, in the order scanProfile reads them.
+const profileColumns = `identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
        email, email_verified, phone, phone_verified, name, locale, attributes, created_at,
-       revision, synced_at, last_login_at, login_count, deleted_at
-FROM profiles WHERE identity_id = $1`, id).Scan(
-		&p.IdentityID, &p.SchemaID, &p.State, &p.Traits, &p.MetadataPublic, &p.VerifiableAddresses,
+       revision, synced_at, last_login_at, login_count, deleted_at`
+
+func scanProfile(row pgx.Row) (Profile, error) {
+	var p Profile
+	err := row.Scan(&p.IdentityID, &p.SchemaID, &p.State, &p.Traits, &p.MetadataPublic, &p.VerifiableAddresses,
 		&p.RecoveryAddresses, &p.Email, &p.EmailVerified, &p.Phone, &p.PhoneVerified, &p.Name, &p.Locale,
 		&p.Attributes, &p.CreatedAt, &p.Revision, &p.SyncedAt, &p.LastLoginAt, &p.LoginCount, &p.DeletedAt)
+	return p, err
+}
+
+// GetProfile reads one profile row, tombstones included. It returns pgx.ErrNoRows when there is none.
+func GetProfile(ctx context.Context, q Querier, id uuid.UUID) (Profile, error) {
+	p, err := scanProfile(q.QueryRow(ctx, `SELECT `+profileColumns+` FROM profiles WHERE identity_id = $1`, id))
 	if err != nil {
 		return Profile{}, fmt.Errorf("get profile %s: %w", id, err)
 	}
 	return p, nil
+}
+
+// GetProfiles reads the rows of the ids that have one, tombstones included, in one query and in no
+// particular order.
+func GetProfiles(ctx context.Context, q Querier, ids []uuid.UUID) ([]Profile, error) {
+	rows, err := q.Query(ctx, `SELECT `+profileColumns+` FROM profiles WHERE identity_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("get %d profiles: %w", len(ids), err)
+	}
+	profiles, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Profile, error) { return scanProfile(row) })
+	if err != nil {
+		return nil, fmt.Errorf("get %d profiles: %w", len(ids), err)
+	}
+	return profiles, nil
 }
 
 // later returns the later of two writes' outcomes, so a job that writes twice reports its last revision.

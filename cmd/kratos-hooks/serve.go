@@ -247,10 +247,14 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 		profilesync.QueueMaintenance: {MaxWorkers: 2},
 	}
 	if index != nil {
-		river.AddWorker(workers, profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
+		indexWorker := profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
 			Pool: pool, Index: index, Writer: writer, Logger: logger, Timeout: cfg.SyncJobTimeout,
-		}))
+		})
+		river.AddWorker(workers, indexWorker)
+		river.AddWorker(workers, profilesync.NewIndexBatchWorker(indexWorker))
 		queues[profilesync.QueueIndex] = river.QueueConfig{MaxWorkers: cfg.IndexWorkers}
+		// Reconcile's index jobs, a page of profiles each.
+		queues[profilesync.QueueIndexBatch] = river.QueueConfig{MaxWorkers: profilesync.IndexBatchWorkers}
 	}
 
 	config := &river.Config{
