@@ -320,8 +320,8 @@ func javaHome(t testing.TB) string {
 	return ""
 }
 
-// serviceUser is the unprivileged user Elasticsearch runs as when the tests run as root (it refuses root),
-// the one scripts/lib.sh creates.
+// serviceUser is the unprivileged user Elasticsearch and Postgres run as when the tests run as root (both
+// refuse root), the one scripts/lib.sh creates.
 func serviceUser(t testing.TB) *syscall.Credential {
 	t.Helper()
 	name := os.Getenv("KH_SERVICE_USER")
@@ -330,7 +330,7 @@ func serviceUser(t testing.TB) *syscall.Credential {
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		t.Fatalf("Elasticsearch refuses to run as root and user %q does not exist: run `make test` once, which "+
+		t.Fatalf("Elasticsearch and Postgres refuse to run as root and user %q does not exist: run `make test` once, which "+
 			"creates it, or set KH_SERVICE_USER: %v", name, err)
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
