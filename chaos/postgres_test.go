@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ func TestPostgresRestartedWhileEventsArrive(t *testing.T) {
 	// A server of the test's own, with fsync on, so that "acknowledged, therefore present" is honest across
 	// a crash. Kratos keeps its database on the shared server: only kratos-hooks loses its database.
 	pg := testenv.StartPostgres(t, testenv.PostgresOpts{})
-	s := startStack(t, stackOpts{DatabaseURL: pg.URL})
+	const adminToken = "chaos-admin-token-0123456789"
+	s := startStack(t, stackOpts{DatabaseURL: pg.URL, Env: map[string]string{"ADMIN_API_TOKEN": adminToken}})
 	people := s.createPeople(t, 1000, "pg")
 	events := make([]event, len(people))
 	for i, p := range people {
@@ -38,6 +40,14 @@ func TestPostgresRestartedWhileEventsArrive(t *testing.T) {
 	// Down until every sender has been refused at least once more after the server was gone: each was
 	// already refused while it stopped and waits out its Retry-After (5 s) before trying again.
 	testenv.Poll(t, 30*time.Second, func() error { return atLeast("503 answers while down", d.refusalsSince(stopped), senders) })
+	// The admin API says the same as the hooks while the database is away: 503, not "internal error".
+	req, err := http.NewRequest(http.MethodGet, s.http.URL+"/admin/invites", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	adminStatus, adminRetryAfter := resp.StatusCode, resp.Header.Get("Retry-After")
 	pg.Start(t)
 	downFor := time.Since(stopping)
 
@@ -66,6 +76,8 @@ func TestPostgresRestartedWhileEventsArrive(t *testing.T) {
 		// At once: a refused connection, not a wait for HOOK_DB_TIMEOUT (2 s) or for Kratos's 30 s.
 		require.Less(t, r.took, time.Second, "a 503 took %s", r.took)
 	}
+	require.Equal(t, http.StatusServiceUnavailable, adminStatus, "GET /admin/invites while the database was down")
+	require.Equal(t, "5", adminRetryAfter, "GET /admin/invites while the database was down")
 	require.Len(t, acked, len(people), "every event is acknowledged in the end")
 	require.Equal(t, len(acked), present, "acknowledged but not as Kratos has them; the first:\n%s", strings.Join(wrong, "\n"))
 	c.requireEqualsKratos(t)
