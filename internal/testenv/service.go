@@ -21,7 +21,8 @@ var buildOnce struct {
 }
 
 // Binary builds the kratos-hooks binary once per test process and returns its path. Tests that must run
-// the program as its own process (to kill it, or to measure it as it runs in production) start this.
+// the program as its own process (to kill it, or to measure it as it runs in production) start this. Call
+// RemoveBinary from TestMain once the package's tests are done.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -40,6 +41,13 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildOnce.err)
 	}
 	return buildOnce.path
+}
+
+// RemoveBinary deletes what Binary built, if anything.
+func RemoveBinary() {
+	if buildOnce.path != "" {
+		_ = os.RemoveAll(filepath.Dir(buildOnce.path))
+	}
 }
 
 // ServiceOpts says how to run a kratos-hooks process.
