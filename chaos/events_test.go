@@ -107,7 +107,8 @@ func startDelivery(t *testing.T, serviceURL string, events []event, opts deliver
 	t.Helper()
 	d := &delivery{events: events, acked: make([]atomic.Bool, len(events)), statuses: map[int]int{}, done: make(chan struct{})}
 	ctx := testenv.Context(t)
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	// Kratos gives each attempt 30 s.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range max(opts.Senders, 1) {
