@@ -142,7 +142,8 @@ func (d *delivery) deliver(ctx context.Context, client *http.Client, serviceURL 
 	for ctx.Err() == nil {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, serviceURL+"/hooks/"+ev.hook, bytes.NewReader(ev.body))
 		if err != nil {
-			panic(err)
+			d.fail(err.Error())
+			return
 		}
 		req.Header.Set("Authorization", "Bearer "+testenv.APIKey)
 		req.Header.Set("Content-Type", "application/json")

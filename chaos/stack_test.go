@@ -177,7 +177,7 @@ type jobCounts struct {
 	Pending  int // available, scheduled, retryable or running
 	Done     int // completed
 	Failed   int // cancelled or discarded: given up
-	Rescued  int // rescued after their worker died
+	Rescued  int // rescued after their worker died (River records "Stuck job rescued by JobRescuer")
 	Retried  int // needed more than one attempt
 	SyncJobs int
 }
