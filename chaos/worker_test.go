@@ -16,6 +16,8 @@ import (
 // started again, while the HTTP process goes on accepting events. The jobs it was running stay "running"
 // in River's table until River's rescuer, run by the elected leader, hands them out again: with
 // RESCUE_STUCK_JOBS_AFTER at seconds instead of River's hour, nothing is lost and no profile is left wrong.
+// The rescue also waits for a new leader: the dead one's lease lasts up to 15 s (River's 5 s election
+// interval plus 10 s), and the new leader's rescuer runs as it takes over, so about 20 s in all.
 func TestWorkerKilledMidLoad(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackOpts{})
