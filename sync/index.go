@@ -54,6 +54,9 @@ type IndexWorkerOpts struct {
 	Logger *slog.Logger
 	// Timeout bounds one job: the row read and the wait for its bulk request. Default 30 s.
 	Timeout time.Duration
+	// ObserveLagFunc, if set, is given the time from the profile row's write (its synced_at) to
+	// Elasticsearch's acknowledgement of the document written from it.
+	ObserveLagFunc func(lag time.Duration)
 }
 
 // IndexWorker works IndexArgs: it reads the profile row and writes it to the index with its revision as
@@ -70,6 +73,7 @@ type IndexWorker struct {
 	writer  *search.Writer
 	logger  *slog.Logger
 	timeout time.Duration
+	lag     func(time.Duration)
 }
 
 // NewIndexWorker returns a worker for IndexArgs.
@@ -77,7 +81,8 @@ func NewIndexWorker(opts IndexWorkerOpts) *IndexWorker {
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second
 	}
-	return &IndexWorker{pool: opts.Pool, index: opts.Index, writer: opts.Writer, logger: opts.Logger, timeout: opts.Timeout}
+	return &IndexWorker{pool: opts.Pool, index: opts.Index, writer: opts.Writer, logger: opts.Logger, timeout: opts.Timeout,
+		lag: opts.ObserveLagFunc}
 }
 
 func (w *IndexWorker) Timeout(*river.Job[IndexArgs]) time.Duration { return w.timeout }
@@ -120,6 +125,9 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 		return river.JobCancel(err)
 	case err != nil:
 		return err
+	}
+	if w.lag != nil && outcome == search.Written {
+		w.lag(time.Since(p.SyncedAt))
 	}
 	w.logger.DebugContext(ctx, "profile indexed", "identity_id", id, "revision", p.Revision,
 		"deleted", p.DeletedAt != nil, "outcome", outcome.String())
