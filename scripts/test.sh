@@ -56,6 +56,6 @@ log "running go test $*"
 go test -count=1 -timeout 30m "$@"
 
 if [ "$full" = 1 ]; then
-  log "running every fuzz target for ${FUZZ_TIME:-10s}"
+  log "running every fuzz target (${FUZZ_TIME:-100000x} executions each)"
   scripts/fuzz.sh
 fi
