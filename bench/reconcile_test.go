@@ -45,7 +45,7 @@ import (
 func BenchmarkReconcile(b *testing.B) {
 	sizes := benchInts(b, "BENCH_RECONCILE_SIZES", []int{50000, 100000})
 	runs := benchInts(b, "BENCH_RECONCILE_RUNS", []int{3})[0]
-	bin := binary(b)
+	bin := testenv.Binary(b)
 	kratosDBs := reconcileKratosDBs(b, sizes)
 
 	var results []reconcileResult

@@ -4,6 +4,7 @@ package hooks
 
 import (
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,6 +43,12 @@ type Opts struct {
 	SMSSink *SMSSink
 	// NowFunc is the clock of invite expiry and guess limiting; nil means time.Now.
 	NowFunc func() time.Time
+	// ObserveRequestFunc, if set, is told of every answered request: its route template (such as
+	// /admin/invites/:id, never the raw path; "unmatched" for a path no route serves), method, the status
+	// sent and how long it took.
+	ObserveRequestFunc func(route, method string, status int, elapsed time.Duration)
+	// Metrics, if set, is served at GET /metrics.
+	Metrics http.Handler
 }
 
 // New returns the HTTP handler with every route.
@@ -56,10 +63,16 @@ func New(opts Opts) *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(opts.Logger)
+	if opts.ObserveRequestFunc != nil {
+		e.Use(observeRequests(opts.ObserveRequestFunc))
+	}
 	e.Use(requestID)
 
 	e.GET("/health/alive", handleAlive)
 	e.GET("/health/ready", handleReady(opts.Checks))
+	if opts.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(opts.Metrics))
+	}
 
 	if opts.Hooks {
 		// Kratos's ctx does not say which hook point called, so each has its own URL.

@@ -196,6 +196,8 @@ type pass struct {
 // Run makes one full pass over Kratos's identities and returns what it found and did. The report is
 // returned with the error too, as far as the pass got.
 //
+// Every pass that ran, dry runs excepted, is recorded in reconcile_passes with its outcome (see LastPasses).
+//
 // A pass that another pass holds the lock for fails with ErrLocked (after WaitForLock), and one that would
 // remove too many profiles with a *MassDeleteError; repairs written before the guard tripped (inserts of
 // missing profiles and sync jobs for stale ones) stay, since none of them removes anything.
@@ -210,6 +212,15 @@ func Run(ctx context.Context, opts Opts) (Report, error) {
 
 	err := p.run(ctx)
 	p.report.Duration = time.Since(p.started)
+	if !opts.DryRun && !errors.Is(err, ErrLocked) {
+		// Recorded even when the pass was cancelled (SIGTERM): that is a failed pass too.
+		recCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if recErr := recordPass(recCtx, p.Pool, p.started, p.report, err); recErr != nil {
+			p.Logger.WarnContext(ctx, "could not record the reconcile pass; /metrics will not show it",
+				"pass_id", p.report.PassID, "error", recErr)
+		}
+	}
 	return p.report, err
 }
 

@@ -277,6 +277,31 @@ func TestRun_MassDeletionGuardStopsAPassAgainstAnEmptyKratos(t *testing.T) {
 	for _, id := range ids {
 		require.NotNil(t, b.profile(t, id).DeletedAt)
 	}
+
+	// A pass that cannot reach Kratos fails.
+	down, err := kratos.NewClient(fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), nil)
+	require.NoError(t, err)
+	_, err = Run(b.ctx, Opts{Pool: b.db.Pool, Kratos: down, Mapper: b.mapper, Jobs: b.jobs})
+	require.Error(t, err)
+
+	// Every pass that ran is on record with its outcome, the dry run excepted (it changes nothing).
+	require.Equal(t, []string{PassCompleted, PassStopped, PassCompleted, PassFailed}, b.passOutcomes(t))
+	last, failed, err := LastPasses(b.ctx, b.db.Pool)
+	require.NoError(t, err)
+	require.Equal(t, allowed.PassID, last.PassID)
+	require.Equal(t, 8, last.ProfilesOrphaned)
+	require.Equal(t, 8, last.RepairsEnqueued)
+	require.WithinDuration(t, time.Now(), failed, time.Minute)
+}
+
+// passOutcomes are the outcomes of the recorded passes, oldest first.
+func (b *testBundle) passOutcomes(t *testing.T) []string {
+	t.Helper()
+	rows, err := b.db.Pool.Query(b.ctx, `SELECT outcome FROM reconcile_passes ORDER BY finished_at`)
+	require.NoError(t, err)
+	outcomes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return outcomes
 }
 
 func TestRun_AWebhookUpdateDuringAPassIsNotOverwrittenByItsSnapshot(t *testing.T) {
@@ -492,6 +517,8 @@ func TestRun_OnePassAtATime(t *testing.T) {
 	require.NoError(t, <-firstDone)
 	require.NoError(t, <-secondDone)
 	require.Zero(t, second.Drift(), "the second pass started after the first repaired everything: %+v", second)
+	// The passes that found the lock taken did not run, and are not on record.
+	require.Equal(t, []string{PassCompleted, PassCompleted}, b.passOutcomes(t))
 }
 
 func TestRun_RefusesBadOptions(t *testing.T) {

@@ -45,6 +45,9 @@ type IdentityWorkerOpts struct {
 	// IndexProfiles enqueues an index job (IndexArgs) with every profile change: on when the search
 	// projection is.
 	IndexProfiles bool
+	// ObserveLagFunc, if set, is given the time from an event's receipt to the commit of its profile write,
+	// once per event (the first job that applies it).
+	ObserveLagFunc func(lag time.Duration)
 }
 
 // IdentityWorker works IdentityArgs.
@@ -62,6 +65,7 @@ type IdentityWorker struct {
 	logger  *slog.Logger
 	timeout time.Duration
 	index   bool
+	lag     func(time.Duration)
 
 	// Test seams: afterRead runs between the Kratos read and the database write; unserialized turns the
 	// identity lock off, to show in a test that it is what keeps the newest state.
@@ -81,6 +85,7 @@ func NewIdentityWorker(opts IdentityWorkerOpts) *IdentityWorker {
 		logger:  opts.Logger,
 		timeout: opts.Timeout,
 		index:   opts.IndexProfiles,
+		lag:     opts.ObserveLagFunc,
 	}
 }
 
@@ -142,10 +147,14 @@ func (w *IdentityWorker) Work(ctx context.Context, job *river.Job[IdentityArgs])
 		}
 	}
 
+	var received time.Time // of the event this job applies first, if any
 	if job.Args.Event != nil {
 		ev, first, err := markEventApplied(ctx, tx, *job.Args.Event)
 		if err != nil {
 			return err
+		}
+		if first {
+			received = ev.ReceivedAt
 		}
 		if first && job.Args.Event.Hook == HookLoginAfter && readErr == nil {
 			at := ev.ReceivedAt
@@ -173,6 +182,9 @@ func (w *IdentityWorker) Work(ctx context.Context, job *river.Job[IdentityArgs])
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit sync of %s: %w", id, err)
+	}
+	if w.lag != nil && !received.IsZero() {
+		w.lag(time.Since(received))
 	}
 	w.logger.DebugContext(ctx, "identity synced", "identity_id", id, "changed", write.Changed, "revision", write.Revision)
 	return nil

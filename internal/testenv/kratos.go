@@ -117,7 +117,8 @@ log: {level: info, format: text}
 	}
 	k.bin = bin
 	k.env = append(os.Environ(), "DSN="+DatabaseURL(t, k.DB))
-	if k.Admin, err = kratos.NewClient(k.AdminURL, nil); err != nil {
+	// Batch creates of 2,000 identities take more than the client's default 10 s on a busy 2-core machine.
+	if k.Admin, err = kratos.NewClient(k.AdminURL, &http.Client{Timeout: 3 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
