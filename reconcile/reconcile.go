@@ -501,7 +501,7 @@ func (p *pass) loadPage(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*pr
 }
 
 func (p *pass) loadProfiles(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*profileRow, error) {
-	rows, err := p.Pool.Query(ctx, selectProfilesSQL, ids)
+	rows, err := p.Pool.Query(ctx, selectProfilesSQL, profilesync.PgUUIDs(ids))
 	if err != nil {
 		return nil, fmt.Errorf("read profiles: %w", err)
 	}
@@ -532,14 +532,14 @@ const orphanSQL = `INSERT INTO reconcile_orphans (identity_id)
 SELECT identity_id FROM profiles WHERE deleted_at IS NULL AND identity_id <> ALL($1)`
 
 func (p *pass) findOrphans(ctx context.Context, pg page, ids []uuid.UUID) (int, error) {
-	sql, args := orphanSQL, []any{ids}
+	sql, args := orphanSQL, []any{profilesync.PgUUIDs(ids)}
 	if pg.after != nil {
 		sql += ` AND identity_id > $2`
-		args = append(args, *pg.after)
+		args = append(args, profilesync.PgUUID(*pg.after))
 	}
 	if pg.through != nil {
 		sql += fmt.Sprintf(` AND identity_id <= $%d`, len(args)+1)
-		args = append(args, *pg.through)
+		args = append(args, profilesync.PgUUID(*pg.through))
 	}
 	tag, err := p.lock.Exec(ctx, sql, args...)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Querier is what the store functions need: a pool, a connection or a transaction.
@@ -18,6 +19,19 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// PgUUID is id as pgx encodes it directly. pgx encodes a uuid.UUID through its driver.Valuer: as a string,
+// parsed again, at about 2 µs and 20 allocations each; a page's worth of them shows in a pass's profile.
+func PgUUID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
+
+// PgUUIDs is PgUUID for a list, for an array parameter (uuid[]).
+func PgUUIDs(ids []uuid.UUID) []pgtype.UUID {
+	out := make([]pgtype.UUID, len(ids))
+	for i, id := range ids {
+		out[i] = PgUUID(id)
+	}
+	return out
 }
 
 // Write says what a store write did.
@@ -128,7 +142,7 @@ func insertMissing(ctx context.Context, q Querier, ps []Profile) ([]Write, error
 			fmt.Fprintf(&values, "$%d, ", i*insertMissingColumns+c+1)
 		}
 		values.WriteString("1, now())")
-		args = append(args, p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
+		args = append(args, PgUUID(p.IdentityID), p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
 			p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
 			p.Attributes, p.CreatedAt)
 	}
@@ -249,7 +263,7 @@ func GetProfile(ctx context.Context, q Querier, id uuid.UUID) (Profile, error) {
 // GetProfiles reads the rows of the ids that have one, tombstones included, in one query and in no
 // particular order.
 func GetProfiles(ctx context.Context, q Querier, ids []uuid.UUID) ([]Profile, error) {
-	rows, err := q.Query(ctx, `SELECT `+profileColumns+` FROM profiles WHERE identity_id = ANY($1)`, ids)
+	rows, err := q.Query(ctx, `SELECT `+profileColumns+` FROM profiles WHERE identity_id = ANY($1)`, PgUUIDs(ids))
 	if err != nil {
 		return nil, fmt.Errorf("get %d profiles: %w", len(ids), err)
 	}
