@@ -3,6 +3,7 @@ package jsonnet
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	gojsonnet "github.com/google/go-jsonnet"
@@ -30,6 +31,16 @@ func (m *Mapper) batchProgram() (ast.Node, error) {
 		return nil, fmt.Errorf("batch program: unexpected AST %T", node)
 	}
 	local.Binds[0].Body = m.node
+	// The interpreter evaluates a local's binds in an environment of the local's free variables only, which
+	// the analysis of batchSource computed without the mapping: add the mapping's (std, $std: the only ones
+	// a mapping can have).
+	free := slices.Clone(local.FreeVariables())
+	for _, v := range m.node.FreeVariables() {
+		if !slices.Contains(free, v) {
+			free = append(free, v)
+		}
+	}
+	local.SetFreeVariables(free)
 	return local, nil
 }
 
