@@ -5,10 +5,13 @@
 //
 // Repairs go through the same code paths as webhook events, so every invariant of the sync pipeline holds
 // while webhooks keep arriving during a pass:
-//   - a page's snapshot may only insert a missing profile (sync.InsertMissingProfile: never over an
-//     existing row, tombstones included), which makes a backfill cost no admin call per identity;
+//   - a page's snapshot may only insert a missing profile (sync.InsertMissingProfiles, one statement per
+//     page: never over an existing row, tombstones included), which makes a backfill cost no admin call per
+//     identity;
 //   - a stale profile or an orphan gets a sync job (sync.IdentityArgs without an event) that re-reads the
-//     identity from Kratos under the identity lock, and tombstones the profile only when Kratos answers 404.
+//     identity from Kratos under the identity lock, and tombstones the profile only when Kratos answers 404;
+//   - documents are written by an index job per page (sync.IndexBatchArgs) that reads the current rows and
+//     writes each as the per-profile index job does.
 //
 // One pass runs at a time, under a Postgres session advisory lock held on one connection for the whole pass.
 package reconcile
