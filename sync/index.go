@@ -99,15 +99,7 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 		return err
 	}
 
-	var outcome search.Outcome
-	if p.DeletedAt != nil {
-		outcome, err = w.writer.Delete(ctx, id, p.Revision)
-	} else {
-		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
-		if err == nil && outcome == search.Stale {
-			outcome, err = w.overtakeForeignDelete(ctx, p)
-		}
-	}
+	outcome, err := w.write(ctx, p)
 	var itemErr *search.ItemError
 	switch {
 	case errors.Is(err, search.ErrNoAlias):
@@ -126,15 +118,31 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 	case err != nil:
 		return err
 	}
-	if w.lag != nil && outcome == search.Written {
-		w.lag(time.Since(p.SyncedAt))
-	}
 	w.logger.DebugContext(ctx, "profile indexed", "identity_id", id, "revision", p.Revision,
 		"deleted", p.DeletedAt != nil, "outcome", outcome.String())
 	return nil
 }
 
 var _ river.Worker[IndexArgs] = (*IndexWorker)(nil)
+
+// write brings p's document in step with p: it indexes a live profile at its revision, or deletes a
+// tombstone's document. A document written is reported to ObserveLagFunc.
+func (w *IndexWorker) write(ctx context.Context, p Profile) (search.Outcome, error) {
+	var outcome search.Outcome
+	var err error
+	if p.DeletedAt != nil {
+		outcome, err = w.writer.Delete(ctx, p.IdentityID, p.Revision)
+	} else {
+		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
+		if err == nil && outcome == search.Stale {
+			outcome, err = w.overtakeForeignDelete(ctx, p)
+		}
+	}
+	if err == nil && outcome == search.Written && w.lag != nil {
+		w.lag(time.Since(p.SyncedAt))
+	}
+	return outcome, err
+}
 
 // overtakeForeignDelete handles a Put refused as stale. Usually a newer revision got there first, and there
 // is nothing to do. But when there is no document at all, what holds the higher version is a delete this

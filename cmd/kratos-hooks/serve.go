@@ -296,7 +296,7 @@ func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
 func queueNames(search bool) []string {
 	queues := []string{profilesync.QueueIdentity, profilesync.QueueMaintenance}
 	if search {
-		queues = append(queues, profilesync.QueueIndex)
+		queues = append(queues, profilesync.QueueIndex, profilesync.QueueIndexBatch)
 	}
 	return queues
 }
@@ -324,12 +324,16 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 		profilesync.QueueMaintenance: {MaxWorkers: 2},
 	}
 	if index != nil {
-		river.AddWorker(workers, profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
+		indexWorker := profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
 			Pool: pool, Index: index, Writer: writer, Logger: logger, Timeout: cfg.SyncJobTimeout,
 			ObserveLagFunc: syncMetrics.ObserveDocumentLag,
-		}))
+		})
+		river.AddWorker(workers, indexWorker)
+		river.AddWorker(workers, profilesync.NewIndexBatchWorker(indexWorker))
 		queues[profilesync.QueueIndex] = river.QueueConfig{MaxWorkers: cfg.IndexWorkers}
-		kinds = append(kinds, profilesync.IndexArgs{}.Kind())
+		// Reconcile's index jobs, a page of profiles each.
+		queues[profilesync.QueueIndexBatch] = river.QueueConfig{MaxWorkers: profilesync.IndexBatchWorkers}
+		kinds = append(kinds, profilesync.IndexArgs{}.Kind(), profilesync.IndexBatchArgs{}.Kind())
 	}
 
 	config := &river.Config{

@@ -47,6 +47,9 @@ type KratosOpts struct {
 	WebhookBody []byte
 	// Overlay is more YAML, given to Kratos as a later config file (it overrides the template).
 	Overlay string
+	// Database is a database of the test server, with Kratos's schema, for Kratos to use as it is (and leave
+	// in place) instead of a clone of KratosTemplate made for this test; see KeepDB.
+	Database string
 	// WatchCourier runs Kratos's courier in the same process, so that it sends its e-mail and SMS (SMS go
 	// to the service's /dev/sms sink). Without it messages only wait in courier_messages.
 	WatchCourier bool
@@ -100,7 +103,10 @@ log: {level: info, format: text}
 		}
 	}
 
-	k.DB = kratosDatabase(t, bin, dir)
+	k.DB = opts.Database
+	if k.DB == "" {
+		k.DB = kratosDatabase(t)
+	}
 	k.args = []string{"serve", "-c", filepath.Join(dir, "kratos.yml"), "-c", filepath.Join(dir, "local.yml")}
 	if opts.Overlay != "" {
 		k.args = append(k.args, "-c", filepath.Join(dir, "overlay.yml"))
@@ -199,13 +205,15 @@ func (k *Kratos) LogContains(s string) bool {
 	return bytes.Contains(b, []byte(s))
 }
 
-// kratosDatabase makes a Postgres database for one Kratos, cloned from a template that `kratos migrate
-// sql` filled once per Kratos binary.
-func kratosDatabase(t testing.TB, bin, dir string) string {
+// KratosTemplate returns the database that `kratos migrate sql` filled once per Kratos binary: clone it (or
+// give it to KeepDB as the template) for a Kratos database of your own.
+func KratosTemplate(t testing.TB) string {
 	t.Helper()
+	bin := Getenv(t, EnvKratosBin)
 	sum := sha256.Sum256([]byte(bin + fileStamp(bin)))
-	tpl := ensureTemplate(t, "kratos_tpl_"+hex.EncodeToString(sum[:8]), func(ctx context.Context, url string) error {
-		cmd := exec.CommandContext(ctx, bin, "migrate", "sql", "-e", "--yes", "-c", filepath.Join(dir, "kratos.yml"))
+	return ensureTemplate(t, "kratos_tpl_"+hex.EncodeToString(sum[:8]), "template0", 5*time.Minute, func(ctx context.Context, url string) error {
+		// The migrations need no configuration, only the DSN.
+		cmd := exec.CommandContext(ctx, bin, "migrate", "sql", "-e", "--yes")
 		cmd.Env = append(os.Environ(), "DSN="+url)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -213,7 +221,12 @@ func kratosDatabase(t testing.TB, bin, dir string) string {
 		}
 		return nil
 	})
-	db := createDB(t, tpl)
+}
+
+// kratosDatabase makes a Postgres database for one Kratos, cloned from KratosTemplate.
+func kratosDatabase(t testing.TB) string {
+	t.Helper()
+	db := createDB(t, KratosTemplate(t))
 	db.Pool.Close()
 	return db.Name
 }
