@@ -21,7 +21,6 @@ import (
 
 	"github.com/kratos-hooks/kratos-hooks/internal/testenv"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
-	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
 // burstSize is how many distinct identities register in one burst.
@@ -280,7 +279,7 @@ func burstOnce(ctx context.Context, b *testing.B, kr *testenv.Kratos, newBody fu
 	r.kratosFloor = kres.Duration
 
 	// Floor 2: a plain _bulk load of the same documents.
-	r.bulkFloor = bulkFloor(ctx, b, db.Pool, es)
+	r.bulkFloor = bulkFloor(ctx, b, db.Pool, es, burstSize)
 	return r
 }
 
@@ -306,14 +305,6 @@ func deliver(ctx context.Context, client *http.Client, url string, body []byte) 
 }
 
 // loadAverage is the machine's 1-minute load average: other work on the same cores.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Fields(string(b))[0]
-}
-
 func countProfiles(ctx context.Context, b *testing.B, pool *pgxpool.Pool) int {
 	var n int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM profiles WHERE deleted_at IS NULL`).Scan(&n); err != nil {
@@ -382,89 +373,6 @@ func registrationBody(b testing.TB) func(burstIdentity) []byte {
 		}
 		return out
 	}
-}
-
-// bulkFloor loads the documents of every profile into a fresh index with the profiles mapping, with plain
-// _bulk requests of 1,000 documents one after the other, then refreshes it. It returns the time taken.
-func bulkFloor(ctx context.Context, b *testing.B, pool *pgxpool.Pool, es testenv.ElasticsearchIndex) time.Duration {
-	b.Helper()
-	index := es.Alias + "_floor"
-	rows, err := pool.Query(ctx, `
-SELECT identity_id, schema_id, state, traits, email, email_verified, phone, phone_verified, name, locale,
-       attributes, created_at, revision, last_login_at, login_count
-FROM profiles WHERE deleted_at IS NULL`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var docs [][]byte
-	for rows.Next() {
-		var p profilesync.Profile
-		if err := rows.Scan(&p.IdentityID, &p.SchemaID, &p.State, &p.Traits, &p.Email, &p.EmailVerified, &p.Phone,
-			&p.PhoneVerified, &p.Name, &p.Locale, &p.Attributes, &p.CreatedAt, &p.Revision, &p.LastLoginAt, &p.LoginCount); err != nil {
-			b.Fatal(err)
-		}
-		doc, _ := json.Marshal(profilesync.DocumentFromProfile(p))
-		docs = append(docs, fmt.Appendf(nil, `{"index":{"_id":%q}}`+"\n%s\n", p.IdentityID, doc))
-	}
-	if err := rows.Err(); err != nil {
-		b.Fatal(err)
-	}
-	mapping, err := os.ReadFile("../search/mapping.json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	esDo(ctx, b, http.MethodPut, es.URL+"/"+index, mapping)
-
-	start := time.Now()
-	for batch := range slices.Chunk(docs, 1000) {
-		body := bytes.Join(batch, nil)
-		resp := esDo(ctx, b, http.MethodPost, es.URL+"/"+index+"/_bulk?filter_path=errors", body)
-		if !bytes.Contains(resp, []byte(`"errors":false`)) {
-			b.Fatalf("_bulk floor: %s", resp)
-		}
-	}
-	esDo(ctx, b, http.MethodPost, es.URL+"/"+index+"/_refresh", nil)
-	took := time.Since(start)
-	if n, err := esCount(ctx, es.URL, index); err != nil || n != len(docs) {
-		b.Fatalf("_bulk floor: %d of %d documents searchable (%v)", n, len(docs), err)
-	}
-	return took
-}
-
-func esDo(ctx context.Context, b *testing.B, method, url string, body []byte) []byte {
-	b.Helper()
-	req, _ := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, out)
-	}
-	return out
-}
-
-// esCount is how many documents a search on index finds now.
-func esCount(ctx context.Context, base, index string) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+index+"/_count", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var c struct {
-		Count int `json:"count"`
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("_count on %s: %d", index, resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
-		return 0, err
-	}
-	return c.Count, nil
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f", d.Seconds()) }

@@ -1,11 +1,20 @@
 package hooks_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kratos-hooks/kratos-hooks/hooks"
@@ -108,4 +117,46 @@ func keys(m map[string]any) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+func TestAdminAPI_AnswersServiceUnavailableAtOnceWhenTheDatabaseIsDown(t *testing.T) {
+	t.Parallel()
+	for name, addr := range map[string]string{"refuses": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "hangs": blackhole(t)} {
+		pool, err := pgxpool.New(context.Background(), "postgres://u:p@"+addr+"/db?sslmode=disable&connect_timeout=30")
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		srv := httptest.NewServer(hooks.New(hooks.Opts{
+			Logger:         slog.New(slog.DiscardHandler),
+			Pool:           pool,
+			Jobs:           jobs,
+			APIKeys:        []string{testenv.APIKey},
+			AdminAPITokens: []string{adminToken},
+			DBTimeout:      300 * time.Millisecond,
+			Hooks:          true,
+		}))
+		t.Cleanup(srv.Close)
+
+		for _, call := range []struct{ method, path, body string }{
+			{http.MethodGet, "/admin/invites", ""},
+			{http.MethodPost, "/admin/invites", `{"email":"guest@example.com"}`},
+			{http.MethodDelete, "/admin/invites/00000000-0000-0000-0000-000000000001", ""},
+		} {
+			req, err := http.NewRequest(call.method, srv.URL+call.path, strings.NewReader(call.body))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+adminToken)
+			start := time.Now()
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			// Not a 500 ("internal error"): the service is not broken, its database is away, and a client may
+			// try again after Retry-After.
+			require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s: %s %s: %s", name, call.method, call.path, raw)
+			require.Equal(t, "5", resp.Header.Get("Retry-After"), "%s: %s %s", name, call.method, call.path)
+			require.Contains(t, string(raw), "database unavailable", "%s: %s %s", name, call.method, call.path)
+			require.Less(t, time.Since(start), 5*time.Second, "%s: %s %s", name, call.method, call.path)
+		}
+	}
 }

@@ -1,12 +1,17 @@
 package hooks
 
 import (
+	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 )
 
@@ -63,6 +68,11 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 			messagesErr *MessagesError
 			echoErr     *echo.HTTPError
 		)
+		// A database that is down, restarting or too slow is a 503 wherever it shows, the admin API
+		// included: the request may succeed when tried again, and a 500 would say this service is broken.
+		if !errors.As(err, &hookErr) && !errors.As(err, &messagesErr) && databaseUnavailable(err) {
+			err = unavailable(retryAfter, err)
+		}
 		switch {
 		case errors.As(err, &messagesErr):
 			// A refusal Kratos renders in its form: the body is the messages shape, not an error envelope.
@@ -102,4 +112,25 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		}
 		_ = c.JSON(status, body)
 	}
+}
+
+// databaseUnavailable reports whether err says that the database could not be reached, went away or did not
+// answer in time, as opposed to refusing a statement: trying again later may succeed.
+func databaseUnavailable(err error) bool {
+	var (
+		connectErr *pgconn.ConnectError
+		pgErr      *pgconn.PgError
+		netErr     net.Error
+	)
+	switch {
+	case errors.As(err, &pgErr):
+		// Class 08: connection exception; 57P01–57P03: the server is shutting down, crashed or is starting up;
+		// 53300: too many connections.
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" ||
+			pgErr.Code == "57P03" || pgErr.Code == "53300"
+	case errors.As(err, &connectErr), pgconn.Timeout(err), pgconn.SafeToRetry(err), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	// A connection that broke in the middle of a statement.
+	return errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &netErr)
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -58,6 +59,39 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 		c.SetRequest(c.Request().WithContext(ctx))
 		return next(c)
 	}
+}
+
+// observeRequests reports every request to observe once its response is decided: the route template, the
+// method, the status sent and the time taken.
+func observeRequests(observe func(route, method string, status int, elapsed time.Duration)) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				// Render the error here, so that the status observed is the one sent. The error handler
+				// leaves a committed response alone, so nothing renders it twice.
+				c.Error(err)
+			}
+			route := c.Path()
+			if route == "" || errors.Is(err, echo.ErrNotFound) || errors.Is(err, echo.ErrMethodNotAllowed) {
+				// The path matched no route: never a label made of whatever path a client sent.
+				route = "unmatched"
+			}
+			observe(route, methodLabel(c.Request().Method), c.Response().Status, time.Since(start))
+			return nil
+		}
+	}
+}
+
+// methodLabel keeps the method label to the standard methods: a client cannot make new series by inventing
+// methods.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // MaxBodyBytes caps every request body.

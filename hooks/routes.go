@@ -4,6 +4,7 @@ package hooks
 
 import (
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,8 +39,16 @@ type Opts struct {
 	Hooks bool
 	// Gating decides who may register and log in (the before and validate hooks).
 	Gating Gating
+	// SMSSink, when set, receives Kratos's SMS at /dev/sms (DEV_SMS_SINK=true): development only.
+	SMSSink *SMSSink
 	// NowFunc is the clock of invite expiry and guess limiting; nil means time.Now.
 	NowFunc func() time.Time
+	// ObserveRequestFunc, if set, is told of every answered request: its route template (such as
+	// /admin/invites/:id, never the raw path; "unmatched" for a path no route serves), method, the status
+	// sent and how long it took.
+	ObserveRequestFunc func(route, method string, status int, elapsed time.Duration)
+	// Metrics, if set, is served at GET /metrics.
+	Metrics http.Handler
 }
 
 // New returns the HTTP handler with every route.
@@ -54,10 +63,16 @@ func New(opts Opts) *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(opts.Logger)
+	if opts.ObserveRequestFunc != nil {
+		e.Use(observeRequests(opts.ObserveRequestFunc))
+	}
 	e.Use(requestID)
 
 	e.GET("/health/alive", handleAlive)
 	e.GET("/health/ready", handleReady(opts.Checks))
+	if opts.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(opts.Metrics))
+	}
 
 	if opts.Hooks {
 		// Kratos's ctx does not say which hook point called, so each has its own URL.
@@ -85,6 +100,12 @@ func New(opts Opts) *echo.Echo {
 		admin.GET("/invites", handleListInvites(opts.Pool, opts.DBTimeout, opts.NowFunc))
 		admin.DELETE("/invites/:id", handleRevokeInvite(opts.Pool, opts.DBTimeout, opts.NowFunc))
 		admin.GET("/profiles", handleSearchProfiles(opts.Search))
+
+		if opts.SMSSink != nil {
+			// Kratos's courier posts with the hooks key; reading codes back takes an admin token.
+			e.POST("/dev/sms", handleReceiveSMS(opts.SMSSink, opts.NowFunc), requireBearer(opts.APIKeys))
+			e.GET("/dev/sms", handleListSMS(opts.SMSSink), requireBearer(opts.AdminAPITokens))
+		}
 	}
 	return e
 }

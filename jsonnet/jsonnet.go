@@ -23,6 +23,11 @@ import (
 //go:embed webhook.jsonnet
 var WebhookTemplate []byte
 
+// SMSTemplate is the body of the SMS Kratos's courier sends over its HTTP channel (courier.channels, id sms).
+//
+//go:embed sms.jsonnet
+var SMSTemplate []byte
+
 // DefaultProfileMapping maps a Kratos identity to profile fields; PROFILE_MAPPING_FILE replaces it.
 //
 //go:embed profile.jsonnet

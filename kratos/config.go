@@ -25,6 +25,37 @@ func Base64URL(content []byte) string {
 	return "base64://" + base64.StdEncoding.EncodeToString(content)
 }
 
+// ConfigVars are the values of the placeholders in kratos.yml.
+type ConfigVars struct {
+	// HooksURL is where Kratos reaches kratos-hooks, e.g. http://kratos-hooks:8080.
+	HooksURL string
+	// APIKey is the key Kratos sends as Authorization: Bearer (one of HOOKS_API_KEY).
+	APIKey string
+	// IdentitySchema, WebhookBody and SMSBody are inlined as base64:// URLs.
+	IdentitySchema []byte
+	WebhookBody    []byte
+	SMSBody        []byte
+	// SMSURL is where the courier sends SMS; empty means kratos-hooks's development sink (HooksURL/dev/sms).
+	SMSURL string
+}
+
+// Map is the placeholder values RenderConfig takes.
+func (v ConfigVars) Map() map[string]string {
+	hooks := strings.TrimRight(v.HooksURL, "/")
+	sms := v.SMSURL
+	if sms == "" {
+		sms = hooks + "/dev/sms"
+	}
+	return map[string]string{
+		"KRATOS_HOOKS_URL":           hooks,
+		"KRATOS_HOOKS_API_KEY":       v.APIKey,
+		"KRATOS_IDENTITY_SCHEMA_URL": Base64URL(v.IdentitySchema),
+		"KRATOS_HOOKS_WEBHOOK_BODY":  Base64URL(v.WebhookBody),
+		"KRATOS_SMS_URL":             sms,
+		"KRATOS_SMS_BODY":            Base64URL(v.SMSBody),
+	}
+}
+
 // RenderConfig fills the ${NAME} placeholders of a configuration template from vars. Every placeholder
 // must have a non-empty value; the error lists the ones that do not.
 func RenderConfig(template []byte, vars map[string]string) ([]byte, error) {

@@ -120,3 +120,21 @@ func TestCheckOrder_RefusesIdentitiesOutOfIDOrder(t *testing.T) {
 	require.ErrorContains(t, checkOrder(page(a, a), nil), "not in ascending id order")
 	require.ErrorContains(t, checkOrder(page(a), &b), "not in ascending id order") // behind the previous page
 }
+
+func TestDocumentDrift(t *testing.T) {
+	t.Parallel()
+	id := func(n byte) uuid.UUID { return uuid.UUID{15: n} }
+	rows := map[uuid.UUID]*profileRow{
+		id(1): {Revision: 3},                // document at 3: in step
+		id(2): {Revision: 3},                // document at 2: stale
+		id(3): {Revision: 1},                // no document: missing
+		id(4): {Revision: 5, Deleted: true}, // a tombstone with a document: stale (the repair deletes it)
+		id(5): {Revision: 5, Deleted: true}, // a tombstone without one: in step
+		id(6): {Revision: 2},                // a document ahead (a write since the page was read): in step
+	}
+	versions := map[uuid.UUID]int64{id(1): 3, id(2): 2, id(4): 4, id(6): 3, id(7): 1}
+	// id(7) has a document but no profile on this page's rows: the profile check deals with it, not this one.
+	missing, stale := documentDrift([]uuid.UUID{id(1), id(2), id(3), id(4), id(5), id(6), id(7)}, rows, versions)
+	require.Equal(t, []uuid.UUID{id(3)}, missing)
+	require.Equal(t, []uuid.UUID{id(2), id(4)}, stale)
+}

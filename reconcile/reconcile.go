@@ -5,10 +5,13 @@
 //
 // Repairs go through the same code paths as webhook events, so every invariant of the sync pipeline holds
 // while webhooks keep arriving during a pass:
-//   - a page's snapshot may only insert a missing profile (sync.InsertMissingProfile: never over an
-//     existing row, tombstones included), which makes a backfill cost no admin call per identity;
+//   - a page's snapshot may only insert a missing profile (sync.InsertMissingProfiles, one statement per
+//     page: never over an existing row, tombstones included), which makes a backfill cost no admin call per
+//     identity;
 //   - a stale profile or an orphan gets a sync job (sync.IdentityArgs without an event) that re-reads the
-//     identity from Kratos under the identity lock, and tombstones the profile only when Kratos answers 404.
+//     identity from Kratos under the identity lock, and tombstones the profile only when Kratos answers 404;
+//   - documents are written by an index job per page (sync.IndexBatchArgs) that reads the current rows and
+//     writes each as the per-profile index job does.
 //
 // One pass runs at a time, under a Postgres session advisory lock held on one connection for the whole pass.
 package reconcile
@@ -19,6 +22,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -89,22 +94,15 @@ type Opts struct {
 	afterClassify func(ctx context.Context, ids []uuid.UUID)
 }
 
-// DocumentChecker compares profiles with their documents in the search index. The index projection
-// implements it; Run calls it once per page with the profiles of the page's identities.
+// DocumentChecker reads the search index for a pass; the index projection implements it. Run compares each
+// page's profiles with their documents' versions.
 type DocumentChecker interface {
-	// CheckDocuments returns, among profiles, the ids whose document is missing (a live profile) or should
-	// not exist (a tombstone), and those whose document's version is below the profile's revision.
-	CheckDocuments(ctx context.Context, profiles []ProfileVersion) (missing, stale []uuid.UUID, err error)
-	// RepairArgs is the job that projects one profile into the index (or removes its document). Run also
-	// enqueues it, in the same transaction, for every profile it inserts.
-	RepairArgs(id uuid.UUID) river.JobArgs
-}
-
-// ProfileVersion is a profile as the index check sees it.
-type ProfileVersion struct {
-	IdentityID uuid.UUID
-	Revision   int64
-	Deleted    bool
+	// DocumentVersions returns the version of each id's document; ids without a document are absent.
+	DocumentVersions(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]int64, error)
+	// RepairArgs is the job that projects profiles into the index (or removes their documents). Run
+	// enqueues one per page, for the profiles whose documents differ and, in the same transaction, those it
+	// inserts.
+	RepairArgs(ids []uuid.UUID) river.JobArgs
 }
 
 // Progress is how far a pass has come.
@@ -201,6 +199,8 @@ type pass struct {
 // Run makes one full pass over Kratos's identities and returns what it found and did. The report is
 // returned with the error too, as far as the pass got.
 //
+// Every pass that ran, dry runs excepted, is recorded in reconcile_passes with its outcome (see LastPasses).
+//
 // A pass that another pass holds the lock for fails with ErrLocked (after WaitForLock), and one that would
 // remove too many profiles with a *MassDeleteError; repairs written before the guard tripped (inserts of
 // missing profiles and sync jobs for stale ones) stay, since none of them removes anything.
@@ -215,6 +215,15 @@ func Run(ctx context.Context, opts Opts) (Report, error) {
 
 	err := p.run(ctx)
 	p.report.Duration = time.Since(p.started)
+	if !opts.DryRun && !errors.Is(err, ErrLocked) {
+		// Recorded even when the pass was cancelled (SIGTERM): that is a failed pass too.
+		recCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if recErr := recordPass(recCtx, p.Pool, p.started, p.report, err); recErr != nil {
+			p.Logger.WarnContext(ctx, "could not record the reconcile pass; /metrics will not show it",
+				"pass_id", p.report.PassID, "error", recErr)
+		}
+	}
 	return p.report, err
 }
 
@@ -236,26 +245,8 @@ func (p *pass) run(ctx context.Context) error {
 	p.Logger.InfoContext(ctx, "reconcile pass started", "pass_id", p.report.PassID, "page_size", p.PageSize,
 		"dry_run", p.DryRun, "live_profiles", p.report.LiveProfiles)
 
-	pages := newPager(ctx, p.Kratos, p.PageSize)
-	defer pages.close()
-	for {
-		pg, ok, err := pages.next(ctx)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		if err := p.page(ctx, pg); err != nil {
-			return err
-		}
-		if p.ProgressFunc != nil {
-			p.ProgressFunc(Progress{Pages: p.report.Pages, Identities: p.report.IdentitiesScanned, Elapsed: time.Since(p.started)})
-		}
-		// Orphans only grow: once the guard would trip, stop before reading the rest of Kratos.
-		if p.guardTripped() && !p.DryRun {
-			return p.guardError()
-		}
+	if err := p.pages(ctx); err != nil {
+		return err
 	}
 
 	if p.guardTripped() {
@@ -298,8 +289,68 @@ func (p *pass) guardError() error {
 	return &MassDeleteError{Orphans: p.report.ProfilesOrphaned, Live: p.report.LiveProfiles, Share: p.MaxDeleteShare}
 }
 
-// page compares one page of identities with the profiles and repairs what differs.
-func (p *pass) page(ctx context.Context, pg page) error {
+// pages reads Kratos's list page by page, compares each page with the profiles and hands its repairs to a
+// writer. Three pages are in flight at once: the next one is read from Kratos while this one is compared
+// and its missing profiles mapped, and the previous one's repairs are written.
+func (p *pass) pages(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pages := newPager(ctx, p.Kratos, p.PageSize)
+	defer pages.close()
+	var w *repairWriter
+	if !p.DryRun {
+		w = p.startWriter(ctx, cancel)
+	}
+	err := func() error {
+		for {
+			pg, ok, err := pages.next(ctx)
+			if err != nil || !ok {
+				return err
+			}
+			repairs, err := p.page(ctx, pg)
+			if err != nil {
+				return err
+			}
+			if w != nil && (len(repairs.missing) > 0 || len(repairs.jobs) > 0 || len(repairs.index) > 0) {
+				if err := w.write(ctx, repairs); err != nil {
+					return err
+				}
+			}
+			if p.ProgressFunc != nil {
+				p.ProgressFunc(Progress{Pages: p.report.Pages, Identities: p.report.IdentitiesScanned, Elapsed: time.Since(p.started)})
+			}
+			// Orphans only grow: once the guard would trip, stop before reading the rest of Kratos.
+			if p.guardTripped() && !p.DryRun {
+				return p.guardError()
+			}
+		}
+	}()
+	if w != nil {
+		// The pages compared so far are written even when the pass stops: none of their repairs removes
+		// anything. A write that failed is the cause of whatever stopped the loop.
+		inserted, enqueued, werr := w.finish()
+		p.report.ProfilesInserted += inserted
+		p.report.RepairsEnqueued += enqueued
+		if werr != nil {
+			return werr
+		}
+	}
+	return err
+}
+
+// pageRepairs is what one page needs written: its missing profiles (mapped, or the mapping's error) and its
+// jobs.
+type pageRepairs struct {
+	missing  []*kratos.Identity
+	profiles []profilesync.Profile
+	mapErrs  []error
+	jobs     []river.InsertManyParams
+	// index are the profiles whose documents need writing (those inserted are added as they are).
+	index []uuid.UUID
+}
+
+// page compares one page of identities with the profiles (and the index) and returns the repairs it needs.
+func (p *pass) page(ctx context.Context, pg page) (pageRepairs, error) {
 	p.report.Pages++
 	p.report.IdentitiesScanned += len(pg.identities)
 	ids := make([]uuid.UUID, len(pg.identities))
@@ -307,69 +358,153 @@ func (p *pass) page(ctx context.Context, pg page) error {
 		ids[i] = pg.identities[i].ID
 	}
 
-	rows, err := p.loadProfiles(ctx, ids)
-	if err != nil {
-		return err
+	// The profiles of the page (and their documents), and the orphans in its range, at the same time: they
+	// are independent, and the orphan search runs on the lock's connection.
+	var (
+		rows     map[uuid.UUID]*profileRow
+		versions map[uuid.UUID]int64
+		orphans  int
+	)
+	var loadErr, orphanErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { rows, versions, loadErr = p.loadPage(ctx, ids) })
+	wg.Go(func() { orphans, orphanErr = p.findOrphans(ctx, pg, ids) })
+	wg.Wait()
+	if err := errors.Join(loadErr, orphanErr); err != nil {
+		return pageRepairs{}, err
 	}
-	var missing []*kratos.Identity
-	var jobs []river.InsertManyParams
+	p.report.ProfilesOrphaned += orphans
+
+	var r pageRepairs
 	for i := range pg.identities {
 		ident := &pg.identities[i]
 		row, ok := rows[ident.ID]
 		switch {
 		case !ok:
-			missing = append(missing, ident)
+			r.missing = append(r.missing, ident)
 		case row.Deleted:
 			// Kratos has the identity, the profile says it was deleted. Only a sync job that reads Kratos
 			// may bring a tombstone back to life.
 			p.report.ProfilesStale++
-			jobs = append(jobs, p.repair(profilesync.IdentityArgs{IdentityID: ident.ID}))
+			r.jobs = append(r.jobs, p.repair(profilesync.IdentityArgs{IdentityID: ident.ID}))
 			p.Logger.DebugContext(ctx, "tombstone of a listed identity", "identity_id", ident.ID)
 		default:
 			if field := staleField(ident, row); field != "" {
 				p.report.ProfilesStale++
-				jobs = append(jobs, p.repair(profilesync.IdentityArgs{IdentityID: ident.ID}))
+				r.jobs = append(r.jobs, p.repair(profilesync.IdentityArgs{IdentityID: ident.ID}))
 				p.Logger.DebugContext(ctx, "profile stale", "identity_id", ident.ID, "field", field)
 			}
 		}
 	}
-	p.report.ProfilesMissing += len(missing)
+	p.report.ProfilesMissing += len(r.missing)
 
-	orphans, err := p.findOrphans(ctx, pg, ids)
-	if err != nil {
-		return err
-	}
-	p.report.ProfilesOrphaned += orphans
-
-	if p.Documents != nil && len(rows) > 0 {
-		versions := make([]ProfileVersion, 0, len(rows))
-		for _, id := range ids {
-			if row, ok := rows[id]; ok {
-				versions = append(versions, ProfileVersion{IdentityID: id, Revision: row.Revision, Deleted: row.Deleted})
-			}
-		}
-		docMissing, docStale, err := p.Documents.CheckDocuments(ctx, versions)
-		if err != nil {
-			return fmt.Errorf("check documents: %w", err)
-		}
+	if p.Documents != nil {
+		docMissing, docStale := documentDrift(ids, rows, versions)
 		p.report.DocumentsMissing += len(docMissing)
 		p.report.DocumentsStale += len(docStale)
-		for _, id := range append(docMissing, docStale...) {
-			jobs = append(jobs, p.repair(p.Documents.RepairArgs(id)))
-		}
+		r.index = append(docMissing, docStale...)
 	}
 
 	if p.afterClassify != nil {
 		p.afterClassify(ctx, ids)
 	}
-	if p.DryRun || len(missing) == 0 && len(jobs) == 0 {
-		return nil
+	if !p.DryRun && len(r.missing) > 0 {
+		r.profiles, r.mapErrs = mapProfiles(r.missing, p.Mapper)
 	}
-	return p.writeRepairs(ctx, missing, jobs)
+	return r, nil
+}
+
+// documentDrift finds, among the page's profiles, live ones without a document, documents of tombstones
+// (deleting them is the repair, with the tombstone's revision), and documents whose version is below their
+// profile's revision.
+func documentDrift(ids []uuid.UUID, rows map[uuid.UUID]*profileRow, versions map[uuid.UUID]int64) (missing, stale []uuid.UUID) {
+	for _, id := range ids {
+		row, ok := rows[id]
+		if !ok {
+			continue
+		}
+		version, found := versions[id]
+		switch {
+		case row.Deleted && found:
+			stale = append(stale, id)
+		case row.Deleted:
+		case !found:
+			missing = append(missing, id)
+		case version < row.Revision:
+			stale = append(stale, id)
+		}
+	}
+	return missing, stale
+}
+
+// repairWriter writes pages' repairs, one page at a time and in order, beside the reading of the next ones.
+type repairWriter struct {
+	pages chan pageRepairs
+	done  chan struct{}
+	// Set by the writer's goroutine; read after done is closed.
+	inserted, enqueued int
+	err                error
+}
+
+// startWriter starts the writer. When a write fails, it cancels the pass with the error (through cancel)
+// and stops.
+func (p *pass) startWriter(ctx context.Context, cancel context.CancelCauseFunc) *repairWriter {
+	w := &repairWriter{pages: make(chan pageRepairs, 1), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for r := range w.pages {
+			inserted, enqueued, err := p.writeRepairs(ctx, r)
+			if err != nil {
+				// The pass stops: write waits for the writer, or for the cancellation.
+				w.err = err
+				cancel(err)
+				return
+			}
+			w.inserted += inserted
+			w.enqueued += enqueued
+		}
+	}()
+	return w
+}
+
+// write queues a page's repairs; it waits while the writer is busy with the page before.
+func (w *repairWriter) write(ctx context.Context, r pageRepairs) error {
+	select {
+	case w.pages <- r:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// finish waits until the queued pages are written and returns what the writer did, and the first error.
+func (w *repairWriter) finish() (inserted, enqueued int, err error) {
+	close(w.pages)
+	<-w.done
+	return w.inserted, w.enqueued, w.err
+}
+
+// loadPage reads the profiles of the page's identities and, with the index on, their documents' versions.
+func (p *pass) loadPage(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*profileRow, map[uuid.UUID]int64, error) {
+	rows, err := p.loadProfiles(ctx, ids)
+	if err != nil || p.Documents == nil || len(rows) == 0 {
+		return rows, nil, err
+	}
+	withRows := make([]uuid.UUID, 0, len(rows))
+	for _, id := range ids {
+		if _, ok := rows[id]; ok {
+			withRows = append(withRows, id)
+		}
+	}
+	versions, err := p.Documents.DocumentVersions(ctx, withRows)
+	if err != nil {
+		return nil, nil, fmt.Errorf("check documents: %w", err)
+	}
+	return rows, versions, nil
 }
 
 func (p *pass) loadProfiles(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*profileRow, error) {
-	rows, err := p.Pool.Query(ctx, selectProfilesSQL, ids)
+	rows, err := p.Pool.Query(ctx, selectProfilesSQL, profilesync.PgUUIDs(ids))
 	if err != nil {
 		return nil, fmt.Errorf("read profiles: %w", err)
 	}
@@ -400,14 +535,14 @@ const orphanSQL = `INSERT INTO reconcile_orphans (identity_id)
 SELECT identity_id FROM profiles WHERE deleted_at IS NULL AND identity_id <> ALL($1)`
 
 func (p *pass) findOrphans(ctx context.Context, pg page, ids []uuid.UUID) (int, error) {
-	sql, args := orphanSQL, []any{ids}
+	sql, args := orphanSQL, []any{profilesync.PgUUIDs(ids)}
 	if pg.after != nil {
 		sql += ` AND identity_id > $2`
-		args = append(args, *pg.after)
+		args = append(args, profilesync.PgUUID(*pg.after))
 	}
 	if pg.through != nil {
 		sql += fmt.Sprintf(` AND identity_id <= $%d`, len(args)+1)
-		args = append(args, *pg.through)
+		args = append(args, profilesync.PgUUID(*pg.through))
 	}
 	tag, err := p.lock.Exec(ctx, sql, args...)
 	if err != nil {
@@ -416,49 +551,52 @@ func (p *pass) findOrphans(ctx context.Context, pg page, ids []uuid.UUID) (int, 
 	return int(tag.RowsAffected()), nil
 }
 
-// writeRepairs inserts the missing profiles from the page's snapshot and enqueues the page's jobs, in one
-// transaction.
-func (p *pass) writeRepairs(ctx context.Context, missing []*kratos.Identity, jobs []river.InsertManyParams) error {
-	profiles, mapErrs := mapProfiles(missing, p.Mapper)
-
-	tx, err := p.Pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin repairs: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-
-	inserted := 0
-	for i, ident := range missing {
-		if mapErrs[i] != nil {
+// writeRepairs inserts the missing profiles of a page from its snapshot and enqueues the page's jobs, in
+// one transaction, and returns how many profiles it inserted and how many jobs it enqueued.
+func (p *pass) writeRepairs(ctx context.Context, r pageRepairs) (inserted, enqueued int, err error) {
+	jobs := r.jobs
+	insert := make([]profilesync.Profile, 0, len(r.missing))
+	for i, ident := range r.missing {
+		if r.mapErrs[i] != nil {
 			// The mapping fails for this identity. A sync job fails the same way, but with the error on
 			// record in River, where an operator finds it.
 			p.Logger.WarnContext(ctx, "cannot map a missing identity; enqueued a sync job instead",
-				"identity_id", ident.ID, "error", mapErrs[i])
+				"identity_id", ident.ID, "error", r.mapErrs[i])
 			jobs = append(jobs, p.repair(profilesync.IdentityArgs{IdentityID: ident.ID}))
 			continue
 		}
-		w, err := profilesync.InsertMissingProfile(ctx, tx, profiles[i])
-		if err != nil {
-			return err
-		}
-		if !w.Changed {
-			continue // a webhook's sync wrote the row since the page was read: it is newer
-		}
-		inserted++
-		if p.Documents != nil {
-			jobs = append(jobs, p.repair(p.Documents.RepairArgs(ident.ID)))
+		insert = append(insert, r.profiles[i])
+	}
+
+	tx, err := p.Pool.Begin(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("begin repairs: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	// One statement for the page. A row that exists is never touched: a webhook's sync wrote it since the
+	// page was read, and it is newer.
+	writes, err := profilesync.InsertMissingProfiles(ctx, tx, insert)
+	if err != nil {
+		return 0, 0, err
+	}
+	index := r.index
+	for i, w := range writes {
+		if w.Changed {
+			inserted++
+			index = append(index, insert[i].IdentityID)
 		}
 	}
-	enqueued, err := p.enqueue(ctx, tx, jobs)
-	if err != nil {
-		return err
+	if p.Documents != nil && len(index) > 0 {
+		jobs = append(jobs, p.repair(p.Documents.RepairArgs(index)))
+	}
+	if enqueued, err = p.enqueue(ctx, tx, jobs); err != nil {
+		return 0, 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit repairs: %w", err)
+		return 0, 0, fmt.Errorf("commit repairs: %w", err)
 	}
-	p.report.ProfilesInserted += inserted
-	p.report.RepairsEnqueued += enqueued
-	return nil
+	return inserted, enqueued, nil
 }
 
 // enqueue inserts jobs in tx and returns how many were new. InsertManyTx rather than the COPY-based
@@ -481,24 +619,33 @@ func (p *pass) enqueue(ctx context.Context, tx pgx.Tx, jobs []river.InsertManyPa
 	return n, nil
 }
 
-// mapProfiles builds the profiles of identities with the mapping, on every core: the mapping is the
-// costliest step of a backfill.
+// mapBatch is how many identities are mapped in one evaluation (sync.ProfilesFromIdentities). An evaluation
+// holds its identities' values until it is done: enough of them to spread its fixed cost thin, few enough
+// to keep the memory of a page's mapping small.
+const mapBatch = 50
+
+// mapProfiles builds the profiles of identities with the mapping, mapBatch at a time, on every core: the
+// mapping is the costliest step of a backfill.
 func mapProfiles(idents []*kratos.Identity, mapper profilesync.Mapper) ([]profilesync.Profile, []error) {
 	profiles := make([]profilesync.Profile, len(idents))
 	errs := make([]error, len(idents))
-	workers := min(runtime.GOMAXPROCS(0), len(idents))
-	done := make(chan struct{})
-	for w := range workers {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for i := w; i < len(idents); i += workers {
-				profiles[i], errs[i] = profilesync.ProfileFromIdentity(idents[i], mapper)
+	var next atomic.Int64 // the start of the next batch to map
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), (len(idents)+mapBatch-1)/mapBatch) {
+		wg.Go(func() {
+			for {
+				start := int(next.Add(mapBatch)) - mapBatch
+				if start >= len(idents) {
+					return
+				}
+				end := min(start+mapBatch, len(idents))
+				ps, es := profilesync.ProfilesFromIdentities(idents[start:end], mapper)
+				copy(profiles[start:end], ps)
+				copy(errs[start:end], es)
 			}
-		}()
+		})
 	}
-	for range workers {
-		<-done
-	}
+	wg.Wait()
 	return profiles, errs
 }
 

@@ -277,6 +277,31 @@ func TestRun_MassDeletionGuardStopsAPassAgainstAnEmptyKratos(t *testing.T) {
 	for _, id := range ids {
 		require.NotNil(t, b.profile(t, id).DeletedAt)
 	}
+
+	// A pass that cannot reach Kratos fails.
+	down, err := kratos.NewClient(fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), nil)
+	require.NoError(t, err)
+	_, err = Run(b.ctx, Opts{Pool: b.db.Pool, Kratos: down, Mapper: b.mapper, Jobs: b.jobs})
+	require.Error(t, err)
+
+	// Every pass that ran is on record with its outcome, the dry run excepted (it changes nothing).
+	require.Equal(t, []string{PassCompleted, PassStopped, PassCompleted, PassFailed}, b.passOutcomes(t))
+	last, failed, err := LastPasses(b.ctx, b.db.Pool)
+	require.NoError(t, err)
+	require.Equal(t, allowed.PassID, last.PassID)
+	require.Equal(t, 8, last.ProfilesOrphaned)
+	require.Equal(t, 8, last.RepairsEnqueued)
+	require.WithinDuration(t, time.Now(), failed, time.Minute)
+}
+
+// passOutcomes are the outcomes of the recorded passes, oldest first.
+func (b *testBundle) passOutcomes(t *testing.T) []string {
+	t.Helper()
+	rows, err := b.db.Pool.Query(b.ctx, `SELECT outcome FROM reconcile_passes ORDER BY finished_at`)
+	require.NoError(t, err)
+	outcomes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return outcomes
 }
 
 func TestRun_AWebhookUpdateDuringAPassIsNotOverwrittenByItsSnapshot(t *testing.T) {
@@ -432,6 +457,32 @@ func prevID(id uuid.UUID) uuid.UUID {
 	return id
 }
 
+// The pass writes a page's repairs while it compares the next ones. A write that fails stops the pass
+// within a page or two, and Run returns the write's error, not the cancellation it caused.
+func TestRun_AFailedWriteStopsThePass(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.createIdentities(t, 10)
+	_, err := b.db.Pool.Exec(b.ctx, `
+CREATE FUNCTION refuse_profiles() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'profiles are read-only today'; END $$;
+CREATE TRIGGER refuse_profiles BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION refuse_profiles();`)
+	require.NoError(t, err)
+
+	opts := b.opts()
+	opts.PageSize = 1
+	report, err := Run(b.ctx, opts)
+	require.ErrorContains(t, err, "profiles are read-only today")
+	require.NotErrorIs(t, err, context.Canceled)
+	// The first page's write failed; the pass compared at most the two pages queued behind it.
+	require.LessOrEqual(t, report.Pages, 3)
+	require.Zero(t, report.ProfilesInserted)
+	require.Zero(t, report.RepairsEnqueued)
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(b.ctx, `SELECT count(*) FROM river_job`).Scan(&n))
+	require.Zero(t, n)
+}
+
 func TestRun_OnePassAtATime(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -466,6 +517,8 @@ func TestRun_OnePassAtATime(t *testing.T) {
 	require.NoError(t, <-firstDone)
 	require.NoError(t, <-secondDone)
 	require.Zero(t, second.Drift(), "the second pass started after the first repaired everything: %+v", second)
+	// The passes that found the lock taken did not run, and are not on record.
+	require.Equal(t, []string{PassCompleted, PassCompleted}, b.passOutcomes(t))
 }
 
 func TestRun_RefusesBadOptions(t *testing.T) {
@@ -584,10 +637,13 @@ func withIndex(t *testing.T) (func(*testBundle, *river.Workers, *river.Config), 
 	t.Cleanup(func() { _ = writer.Close(context.Background()) })
 	return func(b *testBundle, workers *river.Workers, config *river.Config) {
 		b.indexProfiles = true
-		river.AddWorker(workers, profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
+		indexWorker := profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
 			Pool: b.db.Pool, Index: index, Writer: writer, Logger: b.logger,
-		}))
+		})
+		river.AddWorker(workers, indexWorker)
+		river.AddWorker(workers, profilesync.NewIndexBatchWorker(indexWorker))
 		config.Queues[profilesync.QueueIndex] = river.QueueConfig{MaxWorkers: 50}
+		config.Queues[profilesync.QueueIndexBatch] = river.QueueConfig{MaxWorkers: profilesync.IndexBatchWorkers}
 	}, index, es
 }
 
@@ -604,9 +660,10 @@ func TestRun_RepairsTheSearchIndex(t *testing.T) {
 		return d
 	}
 
-	// A backfill inserts the profiles and projects them.
+	// A backfill inserts the profiles and projects them, with one index job for the page.
 	r := b.run(t, opts)
 	require.Equal(t, 3, r.ProfilesMissing)
+	require.Equal(t, 1, r.RepairsEnqueued)
 	b.waitRepairs(t, r)
 	for _, id := range ids {
 		testenv.Poll(t, 20*time.Second, func() error {

@@ -9,7 +9,11 @@
 #   scripts/stack.sh env      print the environment of the running stack, for `eval`
 #
 # Ports (override with the variables): KH_PG_PORT 55432, KH_ES_PORT 59200, KH_KRATOS_PUBLIC_PORT 4433,
-# KH_KRATOS_ADMIN_PORT 4434, KH_PORT 8080. State lives in $KRATOS_HOOKS_CACHE/stack.
+# KH_KRATOS_ADMIN_PORT 4434, KH_PORT 8080, KH_MAIL_PORT 1025. State lives in $KRATOS_HOOKS_CACHE/stack.
+#
+# The stack shows the product off: registration is invite-only (KH_REGISTRATION_MODE=open to change that),
+# Kratos's courier sends SMS to kratos-hooks's development sink (GET /dev/sms) and e-mail to a small SMTP
+# sink whose messages land in $STACK/mail.log.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$KH_ROOT"
@@ -20,6 +24,8 @@ ES_PORT="${KH_ES_PORT:-59200}"
 KRATOS_PUBLIC_PORT="${KH_KRATOS_PUBLIC_PORT:-4433}"
 KRATOS_ADMIN_PORT="${KH_KRATOS_ADMIN_PORT:-4434}"
 HOOKS_PORT="${KH_PORT:-8080}"
+MAIL_PORT="${KH_MAIL_PORT:-1025}"
+REGISTRATION_MODE="${KH_REGISTRATION_MODE:-invite}"
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -50,6 +56,8 @@ export HOOKS_API_KEY=$key
 export ADMIN_API_TOKEN=$key-admin
 export KRATOS_HOOKS_URL=http://127.0.0.1:$HOOKS_PORT
 export LISTEN_ADDR=127.0.0.1:$HOOKS_PORT
+export REGISTRATION_MODE=$REGISTRATION_MODE
+export DEV_SMS_SINK=true
 EOF
   chmod 600 "$STACK/env"
 }
@@ -89,11 +97,15 @@ cmd_up() {
 serve:
   public: {base_url: "http://127.0.0.1:$KRATOS_PUBLIC_PORT/", host: 127.0.0.1, port: $KRATOS_PUBLIC_PORT}
   admin: {base_url: "http://127.0.0.1:$KRATOS_ADMIN_PORT/", host: 127.0.0.1, port: $KRATOS_ADMIN_PORT}
+courier:
+  smtp: {connection_uri: "smtp://127.0.0.1:$MAIL_PORT/?disable_starttls=true"}
 EOF
+  start_mail_sink
   DSN="$KRATOS_DSN" "$KRATOS_BIN" migrate sql -e --yes -c "$STACK/kratos.yml" >"$STACK/kratos-migrate.log" 2>&1 ||
     { cat "$STACK/kratos-migrate.log" >&2; die "kratos migrate failed"; }
   stop_pid "$STACK/kratos.pid"
-  DSN="$KRATOS_DSN" setsid "$KRATOS_BIN" serve -c "$STACK/kratos.yml" -c "$STACK/kratos.local.yml" --dev --sqa-opt-out \
+  # --watch-courier: Kratos sends its e-mail and SMS from this process.
+  DSN="$KRATOS_DSN" setsid "$KRATOS_BIN" serve -c "$STACK/kratos.yml" -c "$STACK/kratos.local.yml" --dev --sqa-opt-out --watch-courier \
     >"$STACK/kratos.log" 2>&1 </dev/null &
   echo $! >"$STACK/kratos.pid"
   wait_for 60 "kratos on 127.0.0.1:$KRATOS_PUBLIC_PORT (admin $KRATOS_ADMIN_PORT)" \
@@ -114,16 +126,33 @@ The stack is up:
   Elasticsearch  http://127.0.0.1:$ES_PORT
 Logs and data are in $STACK.
 
+Registration mode: $REGISTRATION_MODE (KH_REGISTRATION_MODE). SMS go to GET http://127.0.0.1:$HOOKS_PORT/dev/sms (Bearer \$ADMIN_API_TOKEN),
+e-mail to $STACK/mail.log. Invite someone: $STACK/kratos-hooks invites create --email someone@example.com
+(after the eval below).
+
 Next:
-  make demo                      register users through Kratos and see their profiles
+  make demo                      invite, register and log in people through Kratos; see profiles and search
   eval "\$(scripts/stack.sh env)"  use the stack's settings in this shell (psql "\$DATABASE_URL", …)
   make down                      stop everything
 EOF
 }
 
+# start_mail_sink: a throwaway SMTP server for Kratos's e-mail (Python's smtpd, where the machine's Python
+# still has it), writing every message to mail.log. Without it the stack works; e-mail stays queued in Kratos.
+start_mail_sink() {
+  stop_pid "$STACK/mail.pid"
+  if python3 -c 'import smtpd' >/dev/null 2>&1; then
+    setsid python3 -W ignore -u -m smtpd -n -c DebuggingServer "127.0.0.1:$MAIL_PORT" >>"$STACK/mail.log" 2>&1 </dev/null &
+    echo $! >"$STACK/mail.pid"
+  else
+    log "no SMTP sink (this Python has no smtpd module): Kratos's e-mail stays queued in its courier_messages table"
+  fi
+}
+
 cmd_down() {
   stop_pid "$STACK/kratos-hooks.pid"
   stop_pid "$STACK/kratos.pid"
+  stop_pid "$STACK/mail.pid"
   stop_elasticsearch "$STACK/es"
   stop_postgres "$STACK/pg"
   log "stack stopped (data kept in $STACK; remove it to start from scratch)"

@@ -28,10 +28,11 @@ trap 'exit 130' INT TERM
 ensure_service_user
 ensure_docker_compose
 
+# Also when a server is given: the Postgres fault test (chaos/) runs initdb and pg_ctl for a server of its own.
+ensure_postgres
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
-  ensure_postgres
-  # fsync off: the test cluster is thrown away; durability is exercised by the fault tests, which restart
-  # Postgres cleanly or kill it with fsync on (see scripts/chaos.sh).
+  # fsync off: the test cluster is thrown away. Durability is exercised by the fault tests (chaos/), which
+  # crash a Postgres of their own, with fsync on.
   TEST_DATABASE_URL="$(start_postgres "$run_dir/pg" "$(free_port)" off)"
 fi
 if [ -z "${TEST_ELASTICSEARCH_URL:-}" ] || [ -z "${TEST_ELASTICSEARCH_HOME:-}" ]; then
@@ -55,6 +56,6 @@ log "running go test $*"
 go test -count=1 -timeout 30m "$@"
 
 if [ "$full" = 1 ]; then
-  log "running every fuzz target for ${FUZZ_TIME:-10s}"
+  log "running every fuzz target (${FUZZ_TIME:-100000x} executions each)"
   scripts/fuzz.sh
 fi

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -30,6 +31,10 @@ type WriterOpts struct {
 	// means smaller batches. Default 1.
 	Requests int
 	Logger   *slog.Logger
+	// ObserveBulkFunc, if set, is told of every bulk request: err is set when the request failed as a whole
+	// (its items then fail with it); otherwise items is how many items Elasticsearch answered and failed how
+	// many of those it refused (version conflicts and deletes of absent documents are not refusals).
+	ObserveBulkFunc func(items, failed int, err error)
 }
 
 // Writer sends documents to Elasticsearch in bulk requests shared by all its callers: Put and Delete block
@@ -129,7 +134,11 @@ func (ix *Index) NewWriter(opts WriterOpts) (*Writer, error) {
 		},
 		OnError: func(ctx context.Context, err error) {
 			logger.WarnContext(ctx, "elasticsearch bulk request failed; its jobs will retry", "index", w.index, "error", err)
+			if opts.ObserveBulkFunc != nil {
+				opts.ObserveBulkFunc(0, 0, err)
+			}
 		},
+		Decoder: bulkDecoder{w: w, observe: opts.ObserveBulkFunc},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bulk indexer: %w", err)
@@ -210,6 +219,34 @@ func (w *Writer) failure(action string, res esutil.BulkIndexerResponseItem, err 
 		return 0, fmt.Errorf("%w: %s", ErrNoAlias, w.index)
 	}
 	return 0, &ItemError{Status: res.Status, Type: res.Error.Type, Reason: res.Error.Reason}
+}
+
+// bulkDecoder reads a bulk response as the indexer's default decoder does, and counts its items on the way:
+// it is the one place that sees each answered request as a whole.
+type bulkDecoder struct {
+	w       *Writer
+	observe func(items, failed int, err error)
+}
+
+func (d bulkDecoder) UnmarshalFromReader(r io.Reader, blk *esutil.BulkIndexerResponse) error {
+	if err := json.NewDecoder(r).Decode(blk); err != nil {
+		return err
+	}
+	if d.observe != nil {
+		failed := 0
+		for _, item := range blk.Items {
+			for action, res := range item {
+				if res.Error.Type == "" && res.Status <= 201 {
+					continue
+				}
+				if _, err := d.w.failure(action, res, nil); err != nil {
+					failed++
+				}
+			}
+		}
+		d.observe(len(blk.Items), failed, nil)
+	}
+	return nil
 }
 
 // Close sends what is waiting and stops the writer. Stop its callers first.

@@ -61,6 +61,9 @@ type IndexWorkerOpts struct {
 	Logger *slog.Logger
 	// Timeout bounds one job: the row read and the wait for its bulk request. Default 30 s.
 	Timeout time.Duration
+	// ObserveLagFunc, if set, is given the time from the profile row's write (its synced_at) to
+	// Elasticsearch's acknowledgement of the document written from it.
+	ObserveLagFunc func(lag time.Duration)
 }
 
 // IndexWorker works IndexArgs: it reads the profile row and writes it to the index with its revision as
@@ -77,6 +80,7 @@ type IndexWorker struct {
 	writer  *search.Writer
 	logger  *slog.Logger
 	timeout time.Duration
+	lag     func(time.Duration)
 }
 
 // NewIndexWorker returns a worker for IndexArgs.
@@ -84,7 +88,8 @@ func NewIndexWorker(opts IndexWorkerOpts) *IndexWorker {
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second
 	}
-	return &IndexWorker{pool: opts.Pool, index: opts.Index, writer: opts.Writer, logger: opts.Logger, timeout: opts.Timeout}
+	return &IndexWorker{pool: opts.Pool, index: opts.Index, writer: opts.Writer, logger: opts.Logger, timeout: opts.Timeout,
+		lag: opts.ObserveLagFunc}
 }
 
 func (w *IndexWorker) Timeout(*river.Job[IndexArgs]) time.Duration { return w.timeout }
@@ -101,15 +106,7 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 		return err
 	}
 
-	var outcome search.Outcome
-	if p.DeletedAt != nil {
-		outcome, err = w.writer.Delete(ctx, id, p.Revision)
-	} else {
-		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
-		if err == nil && outcome == search.Stale {
-			outcome, err = w.overtakeForeignDelete(ctx, p)
-		}
-	}
+	outcome, err := w.write(ctx, p)
 	var itemErr *search.ItemError
 	switch {
 	case errors.Is(err, search.ErrNoAlias):
@@ -134,6 +131,25 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 }
 
 var _ river.Worker[IndexArgs] = (*IndexWorker)(nil)
+
+// write brings p's document in step with p: it indexes a live profile at its revision, or deletes a
+// tombstone's document. A document written is reported to ObserveLagFunc.
+func (w *IndexWorker) write(ctx context.Context, p Profile) (search.Outcome, error) {
+	var outcome search.Outcome
+	var err error
+	if p.DeletedAt != nil {
+		outcome, err = w.writer.Delete(ctx, p.IdentityID, p.Revision)
+	} else {
+		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
+		if err == nil && outcome == search.Stale {
+			outcome, err = w.overtakeForeignDelete(ctx, p)
+		}
+	}
+	if err == nil && outcome == search.Written && w.lag != nil {
+		w.lag(time.Since(p.SyncedAt))
+	}
+	return outcome, err
+}
 
 // overtakeForeignDelete handles a Put refused as stale. Usually a newer revision got there first, and there
 // is nothing to do. But when there is no document at all, what holds the higher version is a delete this

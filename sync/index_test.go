@@ -49,10 +49,15 @@ func setupIndex(t *testing.T, opts indexOpts) *indexBundle {
 
 	logger := slog.New(slog.DiscardHandler)
 	workers := river.NewWorkers()
-	river.AddWorker(workers, profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
+	indexWorker := profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
 		Pool: b.db.Pool, Index: b.index, Writer: b.writer, Logger: logger, Timeout: 10 * time.Second,
-	}))
-	queues := map[string]river.QueueConfig{profilesync.QueueIndex: {MaxWorkers: 50}}
+	})
+	river.AddWorker(workers, indexWorker)
+	river.AddWorker(workers, profilesync.NewIndexBatchWorker(indexWorker))
+	queues := map[string]river.QueueConfig{
+		profilesync.QueueIndex:      {MaxWorkers: 50},
+		profilesync.QueueIndexBatch: {MaxWorkers: profilesync.IndexBatchWorkers},
+	}
 	if opts.kratos != nil {
 		mapper, err := jsonnet.NewMapper("profile.jsonnet", jsonnet.DefaultProfileMapping)
 		require.NoError(t, err)

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Querier is what the store functions need: a pool, a connection or a transaction.
@@ -16,6 +19,19 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// PgUUID is id as pgx encodes it directly. pgx encodes a uuid.UUID through its driver.Valuer: as a string,
+// parsed again, at about 2 µs and 20 allocations each; a page's worth of them shows in a pass's profile.
+func PgUUID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
+
+// PgUUIDs is PgUUID for a list, for an array parameter (uuid[]).
+func PgUUIDs(ids []uuid.UUID) []pgtype.UUID {
+	out := make([]pgtype.UUID, len(ids))
+	for i, id := range ids {
+		out[i] = PgUUID(id)
+	}
+	return out
 }
 
 // Write says what a store write did.
@@ -83,25 +99,82 @@ func UpsertProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
 // InsertMissingProfile inserts p only if there is no row for the identity at all, tombstones included. It is
 // how a reconcile snapshot fills gaps without ever overwriting what a newer sync (or a deletion) wrote.
 func InsertMissingProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
-	var rev int64
-	err := q.QueryRow(ctx, `
-INSERT INTO profiles (
-    identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
-    email, email_verified, phone, phone_verified, name, locale, attributes, created_at, revision, synced_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, now())
-ON CONFLICT (identity_id) DO NOTHING
-RETURNING revision`,
-		p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
-		p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
-		p.Attributes, p.CreatedAt,
-	).Scan(&rev)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Write{}, nil
-	}
+	writes, err := insertMissing(ctx, q, []Profile{p})
 	if err != nil {
 		return Write{}, fmt.Errorf("insert profile %s: %w", p.IdentityID, err)
 	}
-	return Write{Changed: true, Revision: rev}, nil
+	return writes[0], nil
+}
+
+// InsertMissingProfiles is InsertMissingProfile for many profiles (of distinct identities), in one statement
+// per insertBatch of them: writes[i] says what became of ps[i]. A reconcile pass inserts a page's missing
+// profiles with it, in one round trip instead of one per profile.
+func InsertMissingProfiles(ctx context.Context, q Querier, ps []Profile) ([]Write, error) {
+	writes := make([]Write, 0, len(ps))
+	for chunk := range slices.Chunk(ps, insertBatch) {
+		w, err := insertMissing(ctx, q, chunk)
+		if err != nil {
+			return nil, fmt.Errorf("insert %d profiles: %w", len(ps), err)
+		}
+		writes = append(writes, w...)
+	}
+	return writes, nil
+}
+
+// insertBatch is the most profiles one INSERT takes: 15 parameters each, and a statement takes at most
+// 65,535.
+const insertBatch = 4000
+
+// insertMissingColumns are the parameters of one profile in insertMissing's INSERT, in order.
+const insertMissingColumns = 15
+
+// insertMissing inserts ps (at most insertBatch) with ON CONFLICT DO NOTHING: a row that exists, tombstone or
+// not, is never touched.
+func insertMissing(ctx context.Context, q Querier, ps []Profile) ([]Write, error) {
+	var values strings.Builder
+	args := make([]any, 0, len(ps)*insertMissingColumns)
+	for i, p := range ps {
+		if i > 0 {
+			values.WriteString(",\n")
+		}
+		values.WriteByte('(')
+		for c := range insertMissingColumns {
+			fmt.Fprintf(&values, "$%d, ", i*insertMissingColumns+c+1)
+		}
+		values.WriteString("1, now())")
+		args = append(args, PgUUID(p.IdentityID), p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
+			p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
+			p.Attributes, p.CreatedAt)
+	}
+	rows, err := q.Query(ctx, `
+INSERT INTO profiles (
+    identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
+    email, email_verified, phone, phone_verified, name, locale, attributes, created_at, revision, synced_at)
+VALUES `+values.String()+`
+ON CONFLICT (identity_id) DO NOTHING
+RETURNING identity_id, revision`, args...)
+	if err != nil {
+		return nil, err
+	}
+	inserted, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Profile, error) {
+		var p Profile
+		err := row.Scan(&p.IdentityID, &p.Revision)
+		return p, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	revisions := make(map[uuid.UUID]int64, len(inserted))
+	for _, p := range inserted {
+		revisions[p.IdentityID] = p.Revision
+	}
+	writes := make([]Write, len(ps))
+	for i, p := range ps {
+		if rev, ok := revisions[p.IdentityID]; ok {
+			writes[i] = Write{Changed: true, Revision: rev}
+		}
+	}
+	return writes, nil
 }
 
 // TombstoneProfile marks the identity as deleted: deleted_at set, revision bumped, personal data cleared. An
@@ -165,21 +238,40 @@ RETURNING revision`, id, revision).Scan(&newRevision)
 	return newRevision, true, nil
 }
 
-// GetProfile reads one profile row, tombstones included. It returns pgx.ErrNoRows when there is none.
-func GetProfile(ctx context.Context, q Querier, id uuid.UUID) (Profile, error) {
-	var p Profile
-	err := q.QueryRow(ctx, `
-SELECT identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
+// profileColumns are every column of a profile row, in the order scanProfile reads them.
+const profileColumns = `identity_id, schema_id, state, traits, metadata_public, verifiable_addresses, recovery_addresses,
        email, email_verified, phone, phone_verified, name, locale, attributes, created_at,
-       revision, synced_at, last_login_at, login_count, deleted_at
-FROM profiles WHERE identity_id = $1`, id).Scan(
-		&p.IdentityID, &p.SchemaID, &p.State, &p.Traits, &p.MetadataPublic, &p.VerifiableAddresses,
+       revision, synced_at, last_login_at, login_count, deleted_at`
+
+func scanProfile(row pgx.Row) (Profile, error) {
+	var p Profile
+	err := row.Scan(&p.IdentityID, &p.SchemaID, &p.State, &p.Traits, &p.MetadataPublic, &p.VerifiableAddresses,
 		&p.RecoveryAddresses, &p.Email, &p.EmailVerified, &p.Phone, &p.PhoneVerified, &p.Name, &p.Locale,
 		&p.Attributes, &p.CreatedAt, &p.Revision, &p.SyncedAt, &p.LastLoginAt, &p.LoginCount, &p.DeletedAt)
+	return p, err
+}
+
+// GetProfile reads one profile row, tombstones included. It returns pgx.ErrNoRows when there is none.
+func GetProfile(ctx context.Context, q Querier, id uuid.UUID) (Profile, error) {
+	p, err := scanProfile(q.QueryRow(ctx, `SELECT `+profileColumns+` FROM profiles WHERE identity_id = $1`, id))
 	if err != nil {
 		return Profile{}, fmt.Errorf("get profile %s: %w", id, err)
 	}
 	return p, nil
+}
+
+// GetProfiles reads the rows of the ids that have one, tombstones included, in one query and in no
+// particular order.
+func GetProfiles(ctx context.Context, q Querier, ids []uuid.UUID) ([]Profile, error) {
+	rows, err := q.Query(ctx, `SELECT `+profileColumns+` FROM profiles WHERE identity_id = ANY($1)`, PgUUIDs(ids))
+	if err != nil {
+		return nil, fmt.Errorf("get %d profiles: %w", len(ids), err)
+	}
+	profiles, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Profile, error) { return scanProfile(row) })
+	if err != nil {
+		return nil, fmt.Errorf("get %d profiles: %w", len(ids), err)
+	}
+	return profiles, nil
 }
 
 // later returns the later of two writes' outcomes, so a job that writes twice reports its last revision.

@@ -53,6 +53,9 @@ type IdentityWorkerOpts struct {
 	// Batches is how many batches may be in flight at once; each holds a database connection while it reads
 	// Kratos and writes. Default 4.
 	Batches int
+	// ObserveLagFunc, if set, is given the time from an event's receipt to the commit of its profile write,
+	// once per event (the first job that applies it).
+	ObserveLagFunc func(lag time.Duration)
 }
 
 // IdentityWorker works IdentityArgs, in batches: the jobs River runs at the same time are synced together,
@@ -79,6 +82,7 @@ type IdentityWorker struct {
 	timeout time.Duration
 	index   bool
 	batches *batcher
+	lag     func(time.Duration)
 
 	// Test seams: afterRead runs between the Kratos read and the database write, once per job;
 	// unserialized turns the identity lock off, to show in a test that it is what keeps the newest state.
@@ -104,6 +108,7 @@ func NewIdentityWorker(opts IdentityWorkerOpts) *IdentityWorker {
 		logger:  opts.Logger,
 		timeout: opts.Timeout,
 		index:   opts.IndexProfiles,
+		lag:     opts.ObserveLagFunc,
 	}
 	w.batches = newBatcher(opts.BatchSize, opts.Batches, w.syncBatch)
 	return w
@@ -236,6 +241,7 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 	}
 
 	var completed []*syncCall
+	var received []time.Time // of the events this batch applies first
 	for _, j := range batch {
 		if _, cancelled := results[j]; cancelled {
 			continue
@@ -245,6 +251,9 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 			applied, first, err := markEventApplied(ctx, tx, *ev)
 			if err != nil {
 				return nil, &batchWriteError{err}
+			}
+			if first {
+				received = append(received, applied.ReceivedAt)
 			}
 			if _, found := idents[id]; first && found && ev.Hook == HookLoginAfter {
 				at := applied.ReceivedAt
@@ -285,6 +294,11 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, &batchWriteError{fmt.Errorf("commit sync of %d identities: %w", len(ids), err)}
+	}
+	if w.lag != nil {
+		for _, at := range received {
+			w.lag(time.Since(at))
+		}
 	}
 	for _, id := range ids {
 		if write, ok := writes[id]; ok {

@@ -41,6 +41,8 @@ type serveConfig struct {
 
 	HooksAPIKeys []string `env:"HOOKS_API_KEY" envSeparator:","`
 	ListenAddr   string   `env:"LISTEN_ADDR" envDefault:":8080"`
+	// MetricsAddr, when set, is where /metrics is served instead of LISTEN_ADDR.
+	MetricsAddr string `env:"METRICS_ADDR"`
 	// AdminAPITokens are the tokens the admin API (/admin/*) accepts as "Authorization: Bearer <token>";
 	// unset, the admin API refuses every request.
 	AdminAPITokens []string `env:"ADMIN_API_TOKEN" envSeparator:","`
@@ -70,6 +72,9 @@ type serveConfig struct {
 
 	ProfileMappingFile string `env:"PROFILE_MAPPING_FILE"`
 
+	// DevSMSSink turns on the development SMS sink at /dev/sms. Never in production: it shows codes.
+	DevSMSSink bool `env:"DEV_SMS_SINK" envDefault:"false"`
+
 	// Scheduled reconcile passes, off unless RECONCILE_INTERVAL is set.
 	ReconcileInterval         time.Duration `env:"RECONCILE_INTERVAL"`
 	ReconcileTimeout          time.Duration `env:"RECONCILE_TIMEOUT" envDefault:"1h"`
@@ -96,6 +101,13 @@ func (c *serveConfig) validate(role string) error {
 	errs = append(errs, c.GatingConfig.validate()...)
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("LISTEN_ADDR %q: want host:port or :port", c.ListenAddr))
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("METRICS_ADDR %q: want host:port or :port", c.MetricsAddr))
+		} else if c.MetricsAddr == c.ListenAddr {
+			errs = append(errs, errors.New("METRICS_ADDR is LISTEN_ADDR: leave METRICS_ADDR unset to serve /metrics there"))
+		}
 	}
 	if _, err := kratos.NewClient(c.KratosAdminURL, nil); err != nil {
 		errs = append(errs, fmt.Errorf("KRATOS_ADMIN_URL: %w", err))

@@ -12,7 +12,7 @@ import (
 )
 
 func newKratosConfigCmd(e *environment) *cobra.Command {
-	var templatePath, schemaPath, bodyPath, outPath string
+	var templatePath, schemaPath, bodyPath, smsBodyPath, outPath string
 	cmd := &cobra.Command{
 		Use:   "kratos-config",
 		Short: "Write the Kratos configuration wired to this service",
@@ -21,15 +21,17 @@ func newKratosConfigCmd(e *environment) *cobra.Command {
 Kratos cannot read per-hook secrets from environment variables, so this fills them in:
   KRATOS_HOOKS_URL       where Kratos reaches kratos-hooks (required), e.g. http://kratos-hooks:8080
   KRATOS_HOOKS_API_KEY   the key Kratos sends; defaults to the first HOOKS_API_KEY
+  KRATOS_SMS_URL         where Kratos's courier sends SMS; defaults to KRATOS_HOOKS_URL/dev/sms, the
+                         development sink (DEV_SMS_SINK=true); for a provider, change it and --sms-body
 The identity schema and the webhook body (jsonnet/webhook.jsonnet) are inlined as base64:// URLs unless
 --identity-schema or --webhook-body name files to inline instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tmpl, schema, body := kratos.ConfigTemplate, kratos.IdentitySchema, jsonnet.WebhookTemplate
+			tmpl, schema, body, smsBody := kratos.ConfigTemplate, kratos.IdentitySchema, jsonnet.WebhookTemplate, jsonnet.SMSTemplate
 			for _, f := range []struct {
 				path string
 				dst  *[]byte
-			}{{templatePath, &tmpl}, {schemaPath, &schema}, {bodyPath, &body}} {
+			}{{templatePath, &tmpl}, {schemaPath, &schema}, {bodyPath, &body}, {smsBodyPath, &smsBody}} {
 				if f.path == "" {
 					continue
 				}
@@ -50,12 +52,11 @@ The identity schema and the webhook body (jsonnet/webhook.jsonnet) are inlined a
 			if strings.TrimSpace(key) == "" {
 				return fmt.Errorf("KRATOS_HOOKS_API_KEY (or HOOKS_API_KEY) is not set: Kratos must send one of the service's keys")
 			}
-			out, err := kratos.RenderConfig(tmpl, map[string]string{
-				"KRATOS_HOOKS_URL":           hooksURL,
-				"KRATOS_HOOKS_API_KEY":       strings.TrimSpace(key),
-				"KRATOS_IDENTITY_SCHEMA_URL": kratos.Base64URL(schema),
-				"KRATOS_HOOKS_WEBHOOK_BODY":  kratos.Base64URL(body),
-			})
+			out, err := kratos.RenderConfig(tmpl, kratos.ConfigVars{
+				HooksURL: hooksURL, APIKey: strings.TrimSpace(key),
+				IdentitySchema: schema, WebhookBody: body, SMSBody: smsBody,
+				SMSURL: e.getenv("KRATOS_SMS_URL"),
+			}.Map())
 			if err != nil {
 				return err
 			}
@@ -70,6 +71,7 @@ The identity schema and the webhook body (jsonnet/webhook.jsonnet) are inlined a
 	cmd.Flags().StringVar(&templatePath, "template", "", "configuration template to fill instead of the shipped kratos/kratos.yml")
 	cmd.Flags().StringVar(&schemaPath, "identity-schema", "", "identity schema to inline instead of the shipped one")
 	cmd.Flags().StringVar(&bodyPath, "webhook-body", "", "webhook body template to inline instead of jsonnet/webhook.jsonnet")
+	cmd.Flags().StringVar(&smsBodyPath, "sms-body", "", "SMS body template to inline instead of jsonnet/sms.jsonnet")
 	cmd.Flags().StringVarP(&outPath, "output", "o", "", "write to this file (mode 0600) instead of stdout")
 	return cmd
 }

@@ -134,7 +134,14 @@ func TestReconcile_BackfillsAndRepairsThroughServe(t *testing.T) {
 	s.rename(t, ids[0], "Grace", "Hopper")
 	s.rename(t, ids[1], "Edsger", "Dijkstra")
 	require.NoError(t, s.kratos.Admin.DeleteIdentity(testenv.Context(t), ids[2]))
-	startService(t, map[string]string{"DATABASE_URL": s.db.URL, "KRATOS_ADMIN_URL": s.kratos.AdminURL})
+	svc := startService(t, map[string]string{"DATABASE_URL": s.db.URL, "KRATOS_ADMIN_URL": s.kratos.AdminURL})
+
+	// The backfill ran from the command line and exited before serve started; serve's /metrics reports it.
+	m := testenv.MustScrape(t, svc.URL+"/metrics")
+	backfilled := m.Get("kratos_hooks_reconcile_last_success_timestamp_seconds")
+	require.InDelta(t, float64(time.Now().Unix()), backfilled, 120)
+	require.Equal(t, 7.0, m.Get("kratos_hooks_reconcile_drift", "kind", "profiles_missing"))
+	require.Equal(t, 7.0, m.Get("kratos_hooks_reconcile_last_identities"))
 
 	report, stderr, err = reconcileJSON(t, s.env, "--wait", "--wait-timeout", "30s")
 	require.NoError(t, err, stderr)
@@ -150,6 +157,12 @@ func TestReconcile_BackfillsAndRepairsThroughServe(t *testing.T) {
 	p, err = s.profile(t, ids[2])
 	require.NoError(t, err)
 	require.True(t, p.Deleted)
+	m = testenv.MustScrape(t, svc.URL+"/metrics")
+	require.Equal(t, 0.0, m.Get("kratos_hooks_reconcile_drift", "kind", "profiles_missing"))
+	require.Equal(t, 2.0, m.Get("kratos_hooks_reconcile_drift", "kind", "profiles_stale"))
+	require.Equal(t, 1.0, m.Get("kratos_hooks_reconcile_drift", "kind", "profiles_orphaned"))
+	require.Equal(t, 3.0, m.Get("kratos_hooks_reconcile_last_repairs"))
+	require.Equal(t, 3.0, m.Get("kratos_hooks_jobs_total", "kind", "sync_identity", "outcome", "completed"), "the repairs, worked by serve")
 
 	// A second pass finds nothing; without --json it prints a summary for people.
 	stdout, stderr, err := runCLI(t, s.env, "reconcile")
@@ -157,6 +170,10 @@ func TestReconcile_BackfillsAndRepairsThroughServe(t *testing.T) {
 	require.Contains(t, stdout, "identities scanned          6")
 	require.Contains(t, stdout, "profiles stale              0")
 	require.Contains(t, stdout, "repairs enqueued            0")
+	m = testenv.MustScrape(t, svc.URL+"/metrics")
+	require.Equal(t, 0.0, m.Get("kratos_hooks_reconcile_drift", "kind", "profiles_stale"))
+	require.Equal(t, 0.0, m.Get("kratos_hooks_reconcile_drift", "kind", "profiles_orphaned"))
+	require.GreaterOrEqual(t, m.Get("kratos_hooks_reconcile_last_success_timestamp_seconds"), backfilled)
 }
 
 func TestReconcile_ExitStatusSaysWhyAPassDidNotComplete(t *testing.T) {
@@ -238,7 +255,7 @@ func TestServe_RunsReconcilePassesOnASchedule(t *testing.T) {
 	t.Parallel()
 	s := startReconcileStack(t)
 	ids := s.createIdentities(t, 3)
-	startService(t, map[string]string{"DATABASE_URL": s.db.URL, "KRATOS_ADMIN_URL": s.kratos.AdminURL, "RECONCILE_INTERVAL": "1s"})
+	svc := startService(t, map[string]string{"DATABASE_URL": s.db.URL, "KRATOS_ADMIN_URL": s.kratos.AdminURL, "RECONCILE_INTERVAL": "1s"})
 
 	// Nothing but the schedule brings identities created through the admin API in, and deletions out.
 	testenv.Poll(t, 30*time.Second, func() error {
@@ -253,6 +270,21 @@ func TestServe_RunsReconcilePassesOnASchedule(t *testing.T) {
 	testenv.Poll(t, 30*time.Second, func() error {
 		if p, err := s.profile(t, ids[0]); err != nil || !p.Deleted {
 			return fmt.Errorf("profile of the deleted identity: %+v, %v", p, err)
+		}
+		return nil
+	})
+
+	// The scheduled passes are reported like any other: the one that found the deletion among them.
+	testenv.Poll(t, 30*time.Second, func() error {
+		m, err := testenv.ScrapeMetrics(svc.URL + "/metrics")
+		if err != nil {
+			return err
+		}
+		if _, ok := m.Value("kratos_hooks_reconcile_last_success_timestamp_seconds"); !ok {
+			return errors.New("no completed pass reported")
+		}
+		if n := m.Get("kratos_hooks_jobs_total", "kind", "reconcile_pass", "outcome", "completed"); n < 2 {
+			return fmt.Errorf("%g reconcile_pass jobs completed", n)
 		}
 		return nil
 	})

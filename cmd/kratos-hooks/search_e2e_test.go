@@ -327,6 +327,15 @@ func TestEndToEnd_ManyEventsShareFewBulkRequests(t *testing.T) {
 	t.Logf("%d events indexed in %s with %d _bulk requests", n, elapsed.Round(time.Millisecond), bulks)
 	s.requireDocumentsAtTheirRevisions(t, ids)
 	require.LessOrEqual(t, bulks, int64(40), "_bulk requests for %d events", n)
+
+	// The service's own account agrees with the proxy's, and every event got its lag measured at both stages.
+	m := testenv.MustScrape(t, s.svc.URL+"/metrics")
+	require.EqualValues(t, proxy.Bulks(), m.Get("kratos_hooks_search_bulk_request_items_count"))
+	require.EqualValues(t, proxy.Bulks(), m.Get("kratos_hooks_search_bulk_requests_total", "outcome", "ok"))
+	require.GreaterOrEqual(t, m.Get("kratos_hooks_search_bulk_request_items_sum"), float64(n))
+	require.Zero(t, m.Get("kratos_hooks_search_bulk_item_failures_total"))
+	require.GreaterOrEqual(t, m.Get("kratos_hooks_sync_lag_seconds_count", "stage", "profile"), float64(n))
+	require.GreaterOrEqual(t, m.Get("kratos_hooks_sync_lag_seconds_count", "stage", "document"), float64(n))
 }
 
 func TestEndToEnd_AnElasticsearchOutageDelaysIndexingAndLosesNothing(t *testing.T) {
@@ -367,6 +376,14 @@ func TestEndToEnd_AnElasticsearchOutageDelaysIndexingAndLosesNothing(t *testing.
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.NotEqual(t, "ok", ready.Checks["elasticsearch"])
+	// /metrics says what is wrong.
+	m := testenv.MustScrape(t, s.svc.URL+"/metrics")
+	down, ok := m.Value("kratos_hooks_dependency_up", "dependency", "elasticsearch")
+	require.True(t, ok)
+	require.Zero(t, down)
+	require.Equal(t, 1.0, m.Get("kratos_hooks_dependency_up", "dependency", "database"))
+	require.Positive(t, m.Get("kratos_hooks_search_bulk_requests_total", "outcome", "failed"))
+	require.GreaterOrEqual(t, m.Get("kratos_hooks_jobs_total", "kind", "index_profile", "outcome", "errored"), float64(n))
 
 	es.Start(t)
 	testenv.Poll(t, 60*time.Second, func() error {
@@ -380,6 +397,9 @@ func TestEndToEnd_AnElasticsearchOutageDelaysIndexingAndLosesNothing(t *testing.
 	require.NoError(t, s.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM river_job WHERE kind = 'index_profile' AND attempt > 1`).Scan(&retried))
 	require.Equal(t, n, retried, "every index job should have failed during the outage and then succeeded")
+	m = testenv.MustScrape(t, s.svc.URL+"/metrics")
+	require.Equal(t, 1.0, m.Get("kratos_hooks_dependency_up", "dependency", "elasticsearch"))
+	require.Equal(t, float64(n), m.Get("kratos_hooks_jobs_total", "kind", "index_profile", "outcome", "completed"))
 }
 
 func TestReindex_RebuildsTheIndexFromPostgresAndMovesTheAlias(t *testing.T) {

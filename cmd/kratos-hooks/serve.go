@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/spf13/cobra"
 
 	"github.com/kratos-hooks/kratos-hooks/hooks"
@@ -21,7 +23,9 @@ import (
 	"github.com/kratos-hooks/kratos-hooks/invites"
 	"github.com/kratos-hooks/kratos-hooks/jsonnet"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
+	"github.com/kratos-hooks/kratos-hooks/metrics"
 	"github.com/kratos-hooks/kratos-hooks/migrations"
+	"github.com/kratos-hooks/kratos-hooks/reconcile"
 	"github.com/kratos-hooks/kratos-hooks/search"
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
@@ -40,8 +44,8 @@ func newServeCmd(e *environment) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the webhook receiver and the sync workers",
-		Long: `Serve the Kratos web_hook endpoints under /hooks, /health/alive and /health/ready on LISTEN_ADDR, and run
-the River workers that sync profiles. Stops gracefully on SIGINT or SIGTERM: HTTP first, then the workers
+		Long: `Serve the Kratos web_hook endpoints under /hooks, /health/alive, /health/ready and /metrics on LISTEN_ADDR
+(/metrics on METRICS_ADDR instead when that is set), and run the River workers that sync profiles. Stops gracefully on SIGINT or SIGTERM: HTTP first, then the workers
 (waiting up to SHUTDOWN_TIMEOUT for running jobs), then the database pools.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -94,6 +98,11 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 		defer func() { _ = index.Close(context.WithoutCancel(ctx)) }()
 	}
 
+	// Metrics go to a registry of this process's own; each part registers what it measures.
+	reg := metrics.NewRegistry()
+	requests := metrics.NewRequests()
+	reg.MustRegister(requests)
+
 	httpPool, err := newPool(ctx, cfg.DatabaseURL, cfg.HTTPDBMaxConns, "kratos-hooks-http")
 	if err != nil {
 		return err
@@ -119,12 +128,15 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 		}
 		defer workerPool.Close()
 		riverPool = workerPool
+		syncMetrics := metrics.NewSync()
+		reg.MustRegister(syncMetrics)
 		var writer *search.Writer
 		if index != nil {
 			ensureIndexAtStart(ctx, index, logger)
 			// One writer for all index jobs, so that their documents share bulk requests. It closes after
 			// River has stopped (deferred after the pool, so it runs before the pool closes).
-			writer, err = index.NewWriter(search.WriterOpts{FlushInterval: cfg.IndexFlushInterval, Logger: logger})
+			writer, err = index.NewWriter(search.WriterOpts{FlushInterval: cfg.IndexFlushInterval, Logger: logger,
+				ObserveBulkFunc: syncMetrics.ObserveBulk})
 			if err != nil {
 				return err
 			}
@@ -136,11 +148,36 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 				}
 			}()
 		}
-		riverConfig = workerConfig(cfg, workerPool, kratosClient, mapper, index, writer, logger)
+		riverConfig = workerConfig(cfg, workerPool, kratosClient, mapper, index, writer, reg, syncMetrics, logger)
 	}
 	jobs, err := river.NewClient(riverpgxv5.New(riverPool), riverConfig)
 	if err != nil {
 		return fmt.Errorf("river client: %w", err)
+	}
+
+	var smsSink *hooks.SMSSink
+	if cfg.DevSMSSink {
+		smsSink = hooks.NewSMSSink()
+		logger.WarnContext(ctx, "DEV_SMS_SINK is on: SMS sent to /dev/sms are kept in memory and shown at GET /dev/sms; never use it in production")
+	}
+
+	// Queue depths, the last reconcile passes and the dependencies are read when Prometheus scrapes.
+	dependencies := []metrics.Dependency{
+		{Name: "database", CheckFunc: func(ctx context.Context) error { return httpPool.Ping(ctx) }},
+		{Name: "kratos_admin", CheckFunc: kratosClient.Alive},
+	}
+	if index != nil {
+		dependencies = append(dependencies, metrics.Dependency{Name: "elasticsearch", CheckFunc: index.Health})
+	}
+	reg.MustRegister(
+		metrics.NewQueues(riverPool, queueNames(index != nil), scrapeTimeout),
+		metrics.NewReconcile(riverPool, scrapeTimeout),
+		metrics.NewDependencies(dependencies, scrapeTimeout),
+	)
+	metricsHandler := metrics.Handler(reg, logger)
+	var mainMetrics http.Handler // /metrics on the main listener, unless it has one of its own
+	if cfg.MetricsAddr == "" {
+		mainMetrics = metricsHandler
 	}
 
 	var migrated atomic.Bool
@@ -165,7 +202,10 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 			}},
 			{Name: "kratos_admin", Func: kratosClient.Alive},
 		}, searchChecks(index)...),
-		Gating: cfg.gating,
+		Gating:             cfg.gating,
+		SMSSink:            smsSink,
+		ObserveRequestFunc: requests.ObserveRequest,
+		Metrics:            mainMetrics,
 	})
 
 	// The listener is opened before anything starts, so a busy port fails fast.
@@ -173,25 +213,40 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 	if err != nil {
 		return fmt.Errorf("LISTEN_ADDR: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	srv := newHTTPServer(handler, logger)
+	servers := []*http.Server{srv}
+	listeners := []net.Listener{ln}
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metricsHandler)
+		servers = append(servers, newHTTPServer(mux, logger))
+		listeners = append(listeners, mln)
 	}
 
 	// River runs under its own context: the signal stops HTTP first, and River is stopped explicitly after.
 	if runWorkers {
 		if err := jobs.Start(context.WithoutCancel(ctx)); err != nil {
+			for _, l := range listeners {
+				_ = l.Close()
+			}
 			return fmt.Errorf("start workers: %w", err)
 		}
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	logger.InfoContext(ctx, "kratos-hooks serving", "addr", ln.Addr().String(), "role", role,
-		"sync_workers", cfg.SyncWorkers, "sync_batches", cfg.SyncBatches)
+	serveErr := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { serveErr <- s.Serve(listeners[i]) }()
+	}
+	metricsAddr := ln.Addr().String()
+	if len(listeners) > 1 {
+		metricsAddr = listeners[1].Addr().String()
+	}
+	logger.InfoContext(ctx, "kratos-hooks serving", "addr", ln.Addr().String(), "metrics_addr", metricsAddr,
+		"role", role, "sync_workers", cfg.SyncWorkers, "sync_batches", cfg.SyncBatches)
 
 	select {
 	case <-ctx.Done():
@@ -204,8 +259,10 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 	// (deferred above).
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(stopCtx); err != nil {
-		logger.WarnContext(ctx, "http shutdown", "error", err)
+	for _, s := range servers {
+		if err := s.Shutdown(stopCtx); err != nil {
+			logger.WarnContext(ctx, "http shutdown", "error", err)
+		}
 	}
 	if runWorkers {
 		if err := jobs.Stop(stopCtx); err != nil {
@@ -221,32 +278,64 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 	return nil
 }
 
-// workerConfig is the River configuration of a process that works jobs.
+// scrapeTimeout bounds what a scrape of /metrics waits for each of the database and the dependencies.
+const scrapeTimeout = 2 * time.Second
+
+func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// queueNames are the River queues /metrics reports even when they are empty.
+func queueNames(search bool) []string {
+	queues := []string{profilesync.QueueIdentity, profilesync.QueueMaintenance}
+	if search {
+		queues = append(queues, profilesync.QueueIndex, profilesync.QueueIndexBatch)
+	}
+	return queues
+}
+
+// workerConfig is the River configuration of a process that works jobs. Every job is measured (registered
+// on reg) and logs with its id and kind.
 func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Client, mapper *jsonnet.Mapper,
-	index *search.Index, writer *search.Writer, logger *slog.Logger) *river.Config {
+	index *search.Index, writer *search.Writer, reg prometheus.Registerer, syncMetrics *metrics.Sync, logger *slog.Logger) *river.Config {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, profilesync.NewIdentityWorker(profilesync.IdentityWorkerOpts{
-		Pool:          pool,
-		Kratos:        kratosClient,
-		Mapper:        mapper,
-		Logger:        logger,
-		Timeout:       cfg.SyncJobTimeout,
-		IndexProfiles: index != nil,
-		BatchSize:     cfg.SyncBatchSize,
-		Batches:       cfg.SyncBatches,
+		Pool:           pool,
+		Kratos:         kratosClient,
+		Mapper:         mapper,
+		Logger:         logger,
+		Timeout:        cfg.SyncJobTimeout,
+		IndexProfiles:  index != nil,
+		ObserveLagFunc: syncMetrics.ObserveProfileLag,
+		BatchSize:      cfg.SyncBatchSize,
+		Batches:        cfg.SyncBatches,
 	}))
 	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
 	river.AddWorker(workers, &invites.SettleWorker{Pool: pool, Kratos: kratosClient, Logger: logger,
 		ReservationTimeout: cfg.InviteReservationTimeout, GuessWindow: cfg.InviteGuessWindow})
+	kinds := []string{profilesync.IdentityArgs{}.Kind(), profilesync.EventCleanupArgs{}.Kind(), invites.SettleArgs{}.Kind()}
 	queues := map[string]river.QueueConfig{
 		profilesync.QueueIdentity:    {MaxWorkers: cfg.SyncWorkers},
 		profilesync.QueueMaintenance: {MaxWorkers: 2},
 	}
 	if index != nil {
-		river.AddWorker(workers, profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
+		indexWorker := profilesync.NewIndexWorker(profilesync.IndexWorkerOpts{
 			Pool: pool, Index: index, Writer: writer, Logger: logger, Timeout: cfg.SyncJobTimeout,
-		}))
+			ObserveLagFunc: syncMetrics.ObserveDocumentLag,
+		})
+		river.AddWorker(workers, indexWorker)
+		river.AddWorker(workers, profilesync.NewIndexBatchWorker(indexWorker))
 		queues[profilesync.QueueIndex] = river.QueueConfig{MaxWorkers: cfg.IndexWorkers}
+		// Reconcile's index jobs, a page of profiles each.
+		queues[profilesync.QueueIndexBatch] = river.QueueConfig{MaxWorkers: profilesync.IndexBatchWorkers}
+		kinds = append(kinds, profilesync.IndexArgs{}.Kind(), profilesync.IndexBatchArgs{}.Kind())
 	}
 
 	config := &river.Config{
@@ -268,7 +357,11 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 	}
 	if cfg.ReconcileInterval > 0 {
 		scheduleReconcile(config, workers, cfg, pool, kratosClient, mapper, index, logger)
+		kinds = append(kinds, reconcile.PassArgs{}.Kind())
 	}
+	jobMetrics := metrics.NewJobs(kinds...)
+	reg.MustRegister(jobMetrics)
+	config.Middleware = []rivertype.Middleware{&logging.JobAttrs{}, jobMetrics}
 	return config
 }
 

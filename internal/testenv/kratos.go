@@ -47,6 +47,12 @@ type KratosOpts struct {
 	WebhookBody []byte
 	// Overlay is more YAML, given to Kratos as a later config file (it overrides the template).
 	Overlay string
+	// Database is a database of the test server, with Kratos's schema, for Kratos to use as it is (and leave
+	// in place) instead of a clone of KratosTemplate made for this test; see KeepDB.
+	Database string
+	// WatchCourier runs Kratos's courier in the same process, so that it sends its e-mail and SMS (SMS go
+	// to the service's /dev/sms sink). Without it messages only wait in courier_messages.
+	WatchCourier bool
 }
 
 // APIKey is a hooks API key tests can share.
@@ -70,12 +76,10 @@ func StartKratos(t testing.TB, opts KratosOpts) *Kratos {
 	if opts.WebhookBody == nil {
 		opts.WebhookBody = jsonnet.WebhookTemplate
 	}
-	base, err := kratos.RenderConfig(opts.Template, map[string]string{
-		"KRATOS_HOOKS_URL":           strings.TrimRight(opts.HooksURL, "/"),
-		"KRATOS_HOOKS_API_KEY":       opts.APIKey,
-		"KRATOS_IDENTITY_SCHEMA_URL": kratos.Base64URL(kratos.IdentitySchema),
-		"KRATOS_HOOKS_WEBHOOK_BODY":  kratos.Base64URL(opts.WebhookBody),
-	})
+	base, err := kratos.RenderConfig(opts.Template, kratos.ConfigVars{
+		HooksURL: opts.HooksURL, APIKey: opts.APIKey,
+		IdentitySchema: kratos.IdentitySchema, WebhookBody: opts.WebhookBody, SMSBody: jsonnet.SMSTemplate,
+	}.Map())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,17 +103,22 @@ log: {level: info, format: text}
 		}
 	}
 
-	k.DB = kratosDatabase(t, bin, dir)
+	k.DB = opts.Database
+	if k.DB == "" {
+		k.DB = kratosDatabase(t)
+	}
 	k.args = []string{"serve", "-c", filepath.Join(dir, "kratos.yml"), "-c", filepath.Join(dir, "local.yml")}
 	if opts.Overlay != "" {
 		k.args = append(k.args, "-c", filepath.Join(dir, "overlay.yml"))
 	}
 	k.args = append(k.args, "--dev", "--sqa-opt-out")
+	if opts.WatchCourier {
+		k.args = append(k.args, "--watch-courier")
+	}
 	k.bin = bin
 	k.env = append(os.Environ(), "DSN="+DatabaseURL(t, k.DB))
-	// A batch create of 2,000 identities takes Kratos more than the client's default 10 s on a busy machine
-	// (tests run in parallel on two cores): give test setup time.
-	if k.Admin, err = kratos.NewClient(k.AdminURL, &http.Client{Timeout: 2 * time.Minute}); err != nil {
+	// Batch creates of 2,000 identities take more than the client's default 10 s on a busy 2-core machine.
+	if k.Admin, err = kratos.NewClient(k.AdminURL, &http.Client{Timeout: 3 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -196,13 +205,15 @@ func (k *Kratos) LogContains(s string) bool {
 	return bytes.Contains(b, []byte(s))
 }
 
-// kratosDatabase makes a Postgres database for one Kratos, cloned from a template that `kratos migrate
-// sql` filled once per Kratos binary.
-func kratosDatabase(t testing.TB, bin, dir string) string {
+// KratosTemplate returns the database that `kratos migrate sql` filled once per Kratos binary: clone it (or
+// give it to KeepDB as the template) for a Kratos database of your own.
+func KratosTemplate(t testing.TB) string {
 	t.Helper()
+	bin := Getenv(t, EnvKratosBin)
 	sum := sha256.Sum256([]byte(bin + fileStamp(bin)))
-	tpl := ensureTemplate(t, "kratos_tpl_"+hex.EncodeToString(sum[:8]), func(ctx context.Context, url string) error {
-		cmd := exec.CommandContext(ctx, bin, "migrate", "sql", "-e", "--yes", "-c", filepath.Join(dir, "kratos.yml"))
+	return ensureTemplate(t, "kratos_tpl_"+hex.EncodeToString(sum[:8]), "template0", 5*time.Minute, func(ctx context.Context, url string) error {
+		// The migrations need no configuration, only the DSN.
+		cmd := exec.CommandContext(ctx, bin, "migrate", "sql", "-e", "--yes")
 		cmd.Env = append(os.Environ(), "DSN="+url)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -210,7 +221,12 @@ func kratosDatabase(t testing.TB, bin, dir string) string {
 		}
 		return nil
 	})
-	db := createDB(t, tpl)
+}
+
+// kratosDatabase makes a Postgres database for one Kratos, cloned from KratosTemplate.
+func kratosDatabase(t testing.TB) string {
+	t.Helper()
+	db := createDB(t, KratosTemplate(t))
 	db.Pool.Close()
 	return db.Name
 }

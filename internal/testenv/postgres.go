@@ -27,7 +27,7 @@ type DB struct {
 // database migrated once per schema version, which takes a fraction of running the migrations.
 func NewDB(t testing.TB) *DB {
 	t.Helper()
-	tpl := ensureTemplate(t, "kh_tpl_"+migrations.Fingerprint()[:16], func(ctx context.Context, url string) error {
+	tpl := ensureTemplate(t, "kh_tpl_"+migrations.Fingerprint()[:16], "template0", 5*time.Minute, func(ctx context.Context, url string) error {
 		pool, err := pgxpool.New(ctx, url)
 		if err != nil {
 			return err
@@ -116,12 +116,23 @@ func adminConn(t testing.TB) *pgx.Conn {
 	return conn
 }
 
-// ensureTemplate makes sure database name exists, filled by fill, and returns name. Test processes run in
-// parallel (one per package), so creation happens under an advisory lock, into a scratch database that is
-// renamed only once complete.
-func ensureTemplate(t testing.TB, name string, fill func(ctx context.Context, url string) error) string {
+// KeepDB makes sure a database called name exists on the test server, and returns name: the first caller
+// creates it from the database from (a template) and fills it with fill, which gets its URL; later callers,
+// in this process or a later one against the same server, find it as it is. It is never dropped, so it
+// caches what is slow to make (thousands of Kratos identities) between runs: name it after everything that
+// decides its content. Nothing may stay connected to it after fill, and a caller that changes it must
+// clone it first (CREATE DATABASE … TEMPLATE name).
+func KeepDB(t testing.TB, name, from string, timeout time.Duration, fill func(ctx context.Context, url string) error) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	return ensureTemplate(t, name, from, timeout, fill)
+}
+
+// ensureTemplate makes sure database name exists, created from template from and filled by fill, and returns
+// name. Test processes run in parallel (one per package), so creation happens under an advisory lock, into a
+// scratch database that is renamed only once complete.
+func ensureTemplate(t testing.TB, name, from string, timeout time.Duration, fill func(ctx context.Context, url string) error) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	admin := adminConn(t)
 	defer admin.Close(context.Background())
@@ -142,7 +153,7 @@ func ensureTemplate(t testing.TB, name string, fill func(ctx context.Context, ur
 	if _, err := admin.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, pgx.Identifier{scratch}.Sanitize())); err != nil {
 		t.Fatalf("drop stale %s: %v", scratch, err)
 	}
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE template0`, pgx.Identifier{scratch}.Sanitize())); err != nil {
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, pgx.Identifier{scratch}.Sanitize(), pgx.Identifier{from}.Sanitize())); err != nil {
 		t.Fatalf("create %s: %v", scratch, err)
 	}
 	if err := fill(ctx, DatabaseURL(t, scratch)); err != nil {
