@@ -202,11 +202,25 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 		}
 	}
 
+	// Map every identity Kratos returned in one evaluation of the mapping: what an evaluation costs beyond
+	// the mapping itself (the interpreter and its standard library) is paid once per batch.
+	present := make([]*kratos.Identity, 0, len(idents))
+	for _, id := range ids {
+		if ident, ok := idents[id]; ok {
+			present = append(present, ident)
+		}
+	}
+	mapped, mapErrs := ProfilesFromIdentities(present, w.mapper)
+	profiles := make(map[uuid.UUID]int, len(present)) // index into mapped and mapErrs
+	for i, ident := range present {
+		profiles[ident.ID] = i
+	}
+
 	results := make(map[*syncCall]error, len(batch))
 	writes := make(map[uuid.UUID]Write, len(ids))
 	for _, id := range ids {
 		var write Write
-		ident, found := idents[id]
+		at, found := profiles[id]
 		if !found {
 			// Kratos commits an identity before any post-persist hook runs, so an id we were told about that
 			// Kratos does not have was deleted.
@@ -219,7 +233,7 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 			writes[id] = write
 			continue
 		}
-		profile, err := ProfileFromIdentity(ident, w.mapper)
+		profile, err := mapped[at], mapErrs[at]
 		var mappingErr *jsonnet.MappingError
 		if errors.As(err, &mappingErr) {
 			// Trying again gives the same result: fail this identity's jobs for good, with the error on
