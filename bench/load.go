@@ -140,3 +140,27 @@ func Closed(ctx context.Context, name string, concurrency int, duration time.Dur
 	wg.Wait()
 	return rec.result(name, int(next.Load()), time.Since(start))
 }
+
+// Each runs op once for every i in [0, n) from concurrency workers back to back: a fixed amount of work as
+// fast as it goes (a burst).
+func Each(ctx context.Context, name string, concurrency, n int, op func(ctx context.Context, i int) error) Result {
+	rec := &recorder{latencies: make([]time.Duration, 0, n)}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range min(concurrency, n) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				t := time.Now()
+				err := op(ctx, i)
+				rec.record(time.Since(t), err)
+			}
+		})
+	}
+	wg.Wait()
+	return rec.result(name, min(int(next.Load()), n), time.Since(start))
+}

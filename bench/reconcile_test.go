@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,12 +17,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kratos-hooks/kratos-hooks/internal/testenv"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
 	"github.com/kratos-hooks/kratos-hooks/reconcile"
-	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
 // BenchmarkReconcile: `kratos-hooks reconcile` (the built binary, its own process, under /usr/bin/time -v for
@@ -222,11 +219,11 @@ func reconcileOnce(b *testing.B, bin string, k *testenv.Kratos, n int) reconcile
 			default:
 			}
 			if refresh {
-				if err := reconcileESRefresh(ctx, es.URL, es.Alias); err != nil {
+				if err := esRefresh(ctx, es.URL, es.Alias); err != nil {
 					b.Logf("refresh: %v", err)
 				}
 			}
-			if c, err := reconcileESCount(ctx, es.URL, es.Alias); err == nil && c >= n {
+			if c, err := esCount(ctx, es.URL, es.Alias); err == nil && c >= n {
 				searchable <- time.Since(start)
 				return
 			}
@@ -241,7 +238,7 @@ func reconcileOnce(b *testing.B, bin string, k *testenv.Kratos, n int) reconcile
 	select {
 	case r.backfill = <-searchable:
 	case <-time.After(15 * time.Minute):
-		c, err := reconcileESCount(ctx, es.URL, es.Alias)
+		c, err := esCount(ctx, es.URL, es.Alias)
 		b.Fatalf("backfill: %d of %d documents in the index after 15 minutes (%v)", c, n, err)
 	}
 	r.serveCPU = processCPU(svc.cmd.Process.Pid) - serveCPU
@@ -258,7 +255,7 @@ func reconcileOnce(b *testing.B, bin string, k *testenv.Kratos, n int) reconcile
 	r.paging = (r.pagingRuns[0] + r.pagingRuns[1]) / 2
 
 	// Floor: a plain _bulk load of the same documents.
-	r.bulk = reconcileBulkFloor(ctx, b, db.Pool, es, n)
+	r.bulk = bulkFloor(ctx, b, db.Pool, es, n)
 	r.loadAfter = loadAverage()
 	return r
 }
@@ -405,89 +402,6 @@ func countIdentities(b *testing.B, db string) int {
 	return n
 }
 
-// reconcileBulkFloor loads the documents of every live profile into a fresh index with the profiles
-// mapping, with plain _bulk requests of 1,000 documents one after the other, then refreshes it, and returns
-// the time taken (reading the rows is not timed).
-func reconcileBulkFloor(ctx context.Context, b *testing.B, pool *pgxpool.Pool, es testenv.ElasticsearchIndex, want int) time.Duration {
-	b.Helper()
-	index := es.Alias + "_floor"
-	rows, err := pool.Query(ctx, `
-SELECT identity_id, schema_id, state, traits, email, email_verified, phone, phone_verified, name, locale,
-       attributes, created_at, revision, last_login_at, login_count
-FROM profiles WHERE deleted_at IS NULL ORDER BY identity_id`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var docs [][]byte
-	for rows.Next() {
-		var p profilesync.Profile
-		if err := rows.Scan(&p.IdentityID, &p.SchemaID, &p.State, &p.Traits, &p.Email, &p.EmailVerified, &p.Phone,
-			&p.PhoneVerified, &p.Name, &p.Locale, &p.Attributes, &p.CreatedAt, &p.Revision, &p.LastLoginAt, &p.LoginCount); err != nil {
-			b.Fatal(err)
-		}
-		doc, err := json.Marshal(profilesync.DocumentFromProfile(p))
-		if err != nil {
-			b.Fatal(err)
-		}
-		docs = append(docs, fmt.Appendf(nil, `{"index":{"_id":%q}}`+"\n%s\n", p.IdentityID, doc))
-	}
-	if err := rows.Err(); err != nil {
-		b.Fatal(err)
-	}
-	if len(docs) != want {
-		b.Fatalf("_bulk floor: %d profiles, want %d", len(docs), want)
-	}
-	mapping, err := os.ReadFile("../search/mapping.json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	reconcileES(ctx, b, http.MethodPut, es.URL+"/"+index, mapping)
-
-	start := time.Now()
-	for batch := range slices.Chunk(docs, 1000) {
-		resp := reconcileES(ctx, b, http.MethodPost, es.URL+"/"+index+"/_bulk?filter_path=errors", bytes.Join(batch, nil))
-		if !bytes.Contains(resp, []byte(`"errors":false`)) {
-			b.Fatalf("_bulk floor: %s", resp)
-		}
-	}
-	reconcileES(ctx, b, http.MethodPost, es.URL+"/"+index+"/_refresh", nil)
-	took := time.Since(start)
-	if c, err := reconcileESCount(ctx, es.URL, index); err != nil || c != want {
-		b.Fatalf("_bulk floor: %d of %d documents searchable (%v)", c, want, err)
-	}
-	return took
-}
-
-func reconcileES(ctx context.Context, b *testing.B, method, url string, body []byte) []byte {
-	b.Helper()
-	req, _ := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, out)
-	}
-	return out
-}
-
-func reconcileESRefresh(ctx context.Context, base, index string) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/"+index+"/_refresh", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("_refresh on %s: %d", index, resp.StatusCode)
-	}
-	return nil
-}
-
 // processCPU is a process's user and system time so far (0 once it is gone).
 func processCPU(pid int) time.Duration {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -504,26 +418,6 @@ func processCPU(pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-// reconcileESCount is how many documents a search on index finds now.
-func reconcileESCount(ctx context.Context, base, index string) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+index+"/_count", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("_count on %s: %d", index, resp.StatusCode)
-	}
-	var c struct {
-		Count int `json:"count"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
-		return 0, err
-	}
-	return c.Count, nil
 }
 
 // benchInts reads a comma-separated list of positive numbers from the environment, or returns def.

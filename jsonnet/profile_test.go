@@ -94,6 +94,41 @@ func TestProfileMapping_CommonTraitNames(t *testing.T) {
 	}
 }
 
+// The fallbacks and the attributes, on values of every JSON type: what is not a non-empty string is not a
+// candidate, and an attribute is kept only when it is a string, number or boolean.
+func TestProfileMapping_ValuesOfOtherTypes(t *testing.T) {
+	mapper, err := jsonnet.NewMapper("profile.jsonnet", jsonnet.DefaultProfileMapping)
+	require.NoError(t, err)
+	cases := []struct {
+		traits     string
+		email      string
+		name       string
+		locale     string
+		attributes map[string]any
+	}{
+		{traits: `{"email":42,"email_address":"","emails":[7,"x@example.com"]}`},
+		{traits: `{"email":null,"emails":["y@example.com"]}`, email: "y@example.com"},
+		{traits: `{"name":{"first":"Ada","last":null},"locale":7,"language":"de"}`, name: "Ada", locale: "de"},
+		{traits: `{"name":{"last":"Lovelace"},"first_name":"A","last_name":"L"}`, name: "Lovelace"},
+		{traits: `{"name":["Ada"],"given_name":"Ada","family_name":"King"}`, name: "Ada King"},
+		{traits: `{"username":"ada","company":7,"department":false,"country":{"code":"GB"}}`, name: "ada",
+			attributes: map[string]any{"username": "ada", "company": float64(7), "department": false}},
+		{traits: `{"username":"","company":"","country":null}`, attributes: map[string]any{"username": "", "company": ""}},
+		{traits: `"not an object"`},
+	}
+	for _, c := range cases {
+		fields, err := mapper.Map([]byte(`{"id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","schema_id":"x","traits":` + c.traits + `}`))
+		require.NoError(t, err, c.traits)
+		require.Equal(t, c.email, deref(fields.Email), c.traits)
+		require.Equal(t, c.name, deref(fields.Name), c.traits)
+		require.Equal(t, c.locale, deref(fields.Locale), c.traits)
+		if c.attributes == nil {
+			c.attributes = map[string]any{}
+		}
+		require.Equal(t, c.attributes, fields.Attributes, c.traits)
+	}
+}
+
 func TestMapper_ReportsJsonnetErrorsWithTheirPosition(t *testing.T) {
 	_, err := jsonnet.NewMapper("mine.jsonnet", []byte("function(identity) {\n  email: identity.traits.email,,\n}"))
 	require.ErrorContains(t, err, "mine.jsonnet:2")

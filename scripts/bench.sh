@@ -37,6 +37,7 @@ go test -run '^$' -bench "${BENCH:-.}" -benchtime 1x -timeout 90m ./bench/ | tee
 log "running micro-benchmarks"
 go test -run '^$' -bench . -benchmem -count 3 ./jsonnet/ ./hooks/ | tee "$run_dir/micro.log"
 
+mkdir -p docs
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 mem="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 {

@@ -33,14 +33,21 @@ func (IndexArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueIndex}
 }
 
-// enqueueIndex inserts the index job of id in tx, from inside a running job (the River client is in ctx).
-func enqueueIndex(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+// enqueueIndex inserts the index jobs of ids in tx, from inside a running job (the River client is in ctx).
+func enqueueIndex(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
 	if err != nil {
-		return fmt.Errorf("enqueue index of %s: %w", id, err)
+		return fmt.Errorf("enqueue index of %d profiles: %w", len(ids), err)
 	}
-	if _, err := client.InsertTx(ctx, tx, IndexArgs{IdentityID: id}, nil); err != nil {
-		return fmt.Errorf("enqueue index of %s: %w", id, err)
+	params := make([]river.InsertManyParams, len(ids))
+	for i, id := range ids {
+		params[i] = river.InsertManyParams{Args: IndexArgs{IdentityID: id}}
+	}
+	if _, err := client.InsertManyTx(ctx, tx, params); err != nil {
+		return fmt.Errorf("enqueue index of %d profiles: %w", len(ids), err)
 	}
 	return nil
 }

@@ -60,7 +60,8 @@ FROM generate_series(1, $1) AS i`, n)
 	}
 	require.NoError(t, rows.Err())
 
-	// serve's worker pool: SYNC_WORKERS + 16 connections (the test database's pool has 8).
+	// A worker pool of 48 connections, more than serve's (SYNC_BATCHES + 16), which the index workers do not
+	// need: they hold a connection only to read their row (the test database's pool has 8).
 	pc, err := pgxpool.ParseConfig(db.URL)
 	require.NoError(t, err)
 	pc.MaxConns = 48

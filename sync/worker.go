@@ -1,16 +1,18 @@
 package sync
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/kratos-hooks/kratos-hooks/jsonnet"
 	"github.com/kratos-hooks/kratos-hooks/kratos"
@@ -40,22 +42,36 @@ type IdentityWorkerOpts struct {
 	Kratos *kratos.Client
 	Mapper Mapper
 	Logger *slog.Logger
-	// Timeout bounds one job: the Kratos read and the database write. Default 30 s.
+	// Timeout bounds one job: the wait for its batch, the Kratos read and the database write. Default 30 s.
 	Timeout time.Duration
 	// IndexProfiles enqueues an index job (IndexArgs) with every profile change: on when the search
 	// projection is.
 	IndexProfiles bool
+	// BatchSize is the most jobs synced together, in one transaction and one Kratos request; 1 to
+	// kratos.MaxIDsPerList. Default kratos.MaxIDsPerList.
+	BatchSize int
+	// Batches is how many batches may be in flight at once; each holds a database connection while it reads
+	// Kratos and writes. Default 4.
+	Batches int
 	// ObserveLagFunc, if set, is given the time from an event's receipt to the commit of its profile write,
 	// once per event (the first job that applies it).
 	ObserveLagFunc func(lag time.Duration)
 }
 
-// IdentityWorker works IdentityArgs.
+// IdentityWorker works IdentityArgs, in batches: the jobs River runs at the same time are synced together,
+// up to BatchSize of them in one transaction, with one Kratos request for all their identities (the admin
+// list filtered by id). A job that arrives while Batches batches are in flight waits for one to finish and
+// goes with the next; a job that arrives on an idle worker goes at once, on its own. Most of a sync's cost
+// is per statement and per request, not per identity, so a burst costs a fraction of one job at a time.
 //
 // Concurrent jobs for one identity are serialised by a transaction-scoped advisory lock on the identity id,
 // taken before Kratos is read and held until the profile write commits. A job that reads Kratos later
 // therefore also writes later, and an older read can never overwrite a newer one, without needing a version
-// from Kratos (v1.3.1 has none: updated_at does not move when traits change).
+// from Kratos (v1.3.1 has none: updated_at does not move when traits change). A batch takes the locks of all
+// its identities, in one order every batch follows (so two batches cannot deadlock), before its read.
+//
+// Each job is completed in the transaction that writes its profile (completeJobsTx: what river.JobCompleteTx
+// does, for the whole batch in one statement): a job is done if and only if its write is.
 type IdentityWorker struct {
 	river.WorkerDefaults[IdentityArgs]
 
@@ -65,10 +81,11 @@ type IdentityWorker struct {
 	logger  *slog.Logger
 	timeout time.Duration
 	index   bool
+	batches *batcher
 	lag     func(time.Duration)
 
-	// Test seams: afterRead runs between the Kratos read and the database write; unserialized turns the
-	// identity lock off, to show in a test that it is what keeps the newest state.
+	// Test seams: afterRead runs between the Kratos read and the database write, once per job;
+	// unserialized turns the identity lock off, to show in a test that it is what keeps the newest state.
 	afterRead    func(ctx context.Context, job *river.Job[IdentityArgs])
 	unserialized bool
 }
@@ -78,7 +95,13 @@ func NewIdentityWorker(opts IdentityWorkerOpts) *IdentityWorker {
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second
 	}
-	return &IdentityWorker{
+	if opts.BatchSize <= 0 || opts.BatchSize > kratos.MaxIDsPerList {
+		opts.BatchSize = kratos.MaxIDsPerList
+	}
+	if opts.Batches <= 0 {
+		opts.Batches = 4
+	}
+	w := &IdentityWorker{
 		pool:    opts.Pool,
 		kratos:  opts.Kratos,
 		mapper:  opts.Mapper,
@@ -87,6 +110,8 @@ func NewIdentityWorker(opts IdentityWorkerOpts) *IdentityWorker {
 		index:   opts.IndexProfiles,
 		lag:     opts.ObserveLagFunc,
 	}
+	w.batches = newBatcher(opts.BatchSize, opts.Batches, w.syncBatch)
+	return w
 }
 
 func (w *IdentityWorker) Timeout(*river.Job[IdentityArgs]) time.Duration { return w.timeout }
@@ -95,99 +120,221 @@ func (w *IdentityWorker) Timeout(*river.Job[IdentityArgs]) time.Duration { retur
 const identityLockClass = 0x6b68 // "kh"
 
 func (w *IdentityWorker) Work(ctx context.Context, job *river.Job[IdentityArgs]) error {
-	id := job.Args.IdentityID
-	if id == uuid.Nil {
+	if job.Args.IdentityID == uuid.Nil {
 		// The pre-persist nil UUID is never a sync target; the hooks refuse it, so this is a bad job.
 		return river.JobCancel(errors.New("job has the nil identity id"))
 	}
+	return w.batches.do(ctx, job)
+}
+
+var _ river.Worker[IdentityArgs] = (*IdentityWorker)(nil)
+
+// syncBatch syncs a batch and answers each of its jobs. If the batch fails after Kratos answered (a
+// database error), its jobs are tried again one by one at once, so that a job that cannot be written fails
+// only itself.
+func (w *IdentityWorker) syncBatch(batch []*syncCall) {
+	// A job whose caller gave up (its timeout passed while it waited) has returned already, and River will
+	// retry it: leave it out.
+	batch = slices.DeleteFunc(batch, func(j *syncCall) bool { return j.ctx.Err() != nil })
+	if len(batch) == 0 {
+		return
+	}
+	results, err := w.sync(batch)
+	var writeErr *batchWriteError
+	if errors.As(err, &writeErr) && len(batch) > 1 {
+		w.logger.WarnContext(batch[0].ctx, "batch sync failed; trying its jobs one by one", "jobs", len(batch), "error", writeErr.err)
+		for _, j := range batch {
+			w.syncBatch([]*syncCall{j})
+		}
+		return
+	}
+	for _, j := range batch {
+		if err != nil {
+			j.answer(err)
+		} else {
+			j.answer(results[j])
+		}
+	}
+}
+
+// batchWriteError is a failure after Kratos was read: one job's write may be the cause.
+type batchWriteError struct{ err error }
+
+func (e *batchWriteError) Error() string { return e.err.Error() }
+func (e *batchWriteError) Unwrap() error { return e.err }
+
+// sync syncs the batch's identities in one transaction. It returns each job's outcome (nil, or a
+// river.JobCancel for an identity the mapping refuses), or one error for the whole batch, which then
+// wrote nothing.
+func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
+	// The batch serves many jobs, so no one job's cancellation may end it; it has its own deadline, and it
+	// keeps the first job's context values (the River client is one of them).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), w.timeout)
+	defer cancel()
+
+	ids := make([]uuid.UUID, 0, len(batch))
+	for _, j := range batch {
+		ids = append(ids, j.job.Args.IdentityID)
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	ids = slices.Compact(ids)
 
 	tx, err := w.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin sync of %s: %w", id, err)
+		return nil, fmt.Errorf("begin sync of %d identities: %w", len(ids), err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
 	if !w.unserialized {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, identityLockClass, id.String()); err != nil {
-			return fmt.Errorf("lock identity %s: %w", id, err)
+		if err := lockIdentities(ctx, tx, ids); err != nil {
+			return nil, err
 		}
 	}
 
-	ident, readErr := w.kratos.GetIdentity(ctx, id)
-	if w.afterRead != nil {
-		w.afterRead(ctx, job)
-	}
-
-	var write Write
-	switch {
-	case errors.Is(readErr, kratos.ErrNotFound):
-		// Kratos commits an identity before any post-persist hook runs, so a 404 for an id we were told
-		// about means it was deleted.
-		if write, err = TombstoneProfile(ctx, tx, id); err != nil {
-			return err
-		}
-		if write.Changed {
-			w.logger.InfoContext(ctx, "identity deleted in kratos; profile tombstoned", "identity_id", id, "revision", write.Revision)
-		}
-	case readErr != nil:
+	idents, err := w.kratos.GetIdentities(ctx, ids)
+	if err != nil {
 		// Kratos unreachable or failing: River retries with backoff.
-		return fmt.Errorf("read identity %s from kratos: %w", id, readErr)
-	default:
-		profile, err := ProfileFromIdentity(ident, w.mapper)
+		return nil, fmt.Errorf("read %d identities from kratos: %w", len(ids), err)
+	}
+	if w.afterRead != nil {
+		for _, j := range batch {
+			w.afterRead(j.ctx, j.job)
+		}
+	}
+
+	// Map every identity Kratos returned in one evaluation of the mapping: what an evaluation costs beyond
+	// the mapping itself (the interpreter and its standard library) is paid once per batch.
+	present := make([]*kratos.Identity, 0, len(idents))
+	for _, id := range ids {
+		if ident, ok := idents[id]; ok {
+			present = append(present, ident)
+		}
+	}
+	mapped, mapErrs := ProfilesFromIdentities(present, w.mapper)
+	profiles := make(map[uuid.UUID]int, len(present)) // index into mapped and mapErrs
+	for i, ident := range present {
+		profiles[ident.ID] = i
+	}
+
+	results := make(map[*syncCall]error, len(batch))
+	writes := make(map[uuid.UUID]Write, len(ids))
+	for _, id := range ids {
+		var write Write
+		at, found := profiles[id]
+		if !found {
+			// Kratos commits an identity before any post-persist hook runs, so an id we were told about that
+			// Kratos does not have was deleted.
+			if write, err = TombstoneProfile(ctx, tx, id); err != nil {
+				return nil, &batchWriteError{err}
+			}
+			if write.Changed {
+				w.logger.InfoContext(ctx, "identity deleted in kratos; profile tombstoned", "identity_id", id, "revision", write.Revision)
+			}
+			writes[id] = write
+			continue
+		}
+		profile, err := mapped[at], mapErrs[at]
 		var mappingErr *jsonnet.MappingError
 		if errors.As(err, &mappingErr) {
-			// Trying again gives the same result: fail this job for good, with the error on record.
-			return river.JobCancel(err)
+			// Trying again gives the same result: fail this identity's jobs for good, with the error on
+			// record. They are left out of the transaction.
+			for _, j := range batch {
+				if j.job.Args.IdentityID == id {
+					results[j] = river.JobCancel(err)
+				}
+			}
+			continue
 		}
 		if err != nil {
-			return err
+			return nil, &batchWriteError{err}
 		}
 		if write, err = UpsertProfile(ctx, tx, profile); err != nil {
-			return err
+			return nil, &batchWriteError{err}
 		}
+		writes[id] = write
 	}
 
-	var received time.Time // of the event this job applies first, if any
-	if job.Args.Event != nil {
-		ev, first, err := markEventApplied(ctx, tx, *job.Args.Event)
-		if err != nil {
-			return err
+	var completed []*syncCall
+	var received []time.Time // of the events this batch applies first
+	for _, j := range batch {
+		if _, cancelled := results[j]; cancelled {
+			continue
 		}
-		if first {
-			received = ev.ReceivedAt
-		}
-		if first && job.Args.Event.Hook == HookLoginAfter && readErr == nil {
-			at := ev.ReceivedAt
-			if ev.OccurredAt != nil {
-				at = *ev.OccurredAt
-			}
-			login, err := RecordLogin(ctx, tx, id, at)
+		id := j.job.Args.IdentityID
+		if ev := j.job.Args.Event; ev != nil {
+			applied, first, err := markEventApplied(ctx, tx, *ev)
 			if err != nil {
-				return err
+				return nil, &batchWriteError{err}
 			}
-			write = later(write, login)
+			if first {
+				received = append(received, applied.ReceivedAt)
+			}
+			if _, found := idents[id]; first && found && ev.Hook == HookLoginAfter {
+				at := applied.ReceivedAt
+				if applied.OccurredAt != nil {
+					at = *applied.OccurredAt
+				}
+				login, err := RecordLogin(ctx, tx, id, at)
+				if err != nil {
+					return nil, &batchWriteError{err}
+				}
+				writes[id] = later(writes[id], login)
+			}
+		}
+		completed = append(completed, j)
+	}
+
+	// The search documents follow the rows: their index jobs commit with the writes, or neither happens.
+	if w.index {
+		var changed []uuid.UUID
+		for _, id := range ids {
+			if writes[id].Changed {
+				changed = append(changed, id)
+			}
+		}
+		if err := enqueueIndex(ctx, tx, changed); err != nil {
+			return nil, &batchWriteError{err}
 		}
 	}
 
-	// The search document follows the row: its index job commits with the write, or neither happens.
-	if write.Changed && w.index {
-		if err := enqueueIndex(ctx, tx, id); err != nil {
-			return err
-		}
+	// Complete each job in the same transaction as its write: a job is done if and only if its write is.
+	jobs := make([]*river.Job[IdentityArgs], len(completed))
+	for i, j := range completed {
+		jobs[i] = j.job
+		results[j] = nil
 	}
-
-	// Complete the job in the same transaction as the write: the job is done if and only if the write is.
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return fmt.Errorf("complete sync job of %s: %w", id, err)
+	if err := completeJobsTx(ctx, tx, jobs); err != nil {
+		return nil, &batchWriteError{err}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit sync of %s: %w", id, err)
+		return nil, &batchWriteError{fmt.Errorf("commit sync of %d identities: %w", len(ids), err)}
 	}
-	if w.lag != nil && !received.IsZero() {
-		w.lag(time.Since(received))
+	if w.lag != nil {
+		for _, at := range received {
+			w.lag(time.Since(at))
+		}
 	}
-	w.logger.DebugContext(ctx, "identity synced", "identity_id", id, "changed", write.Changed, "revision", write.Revision)
-	return nil
+	for _, id := range ids {
+		if write, ok := writes[id]; ok {
+			w.logger.DebugContext(ctx, "identity synced", "identity_id", id, "changed", write.Changed, "revision", write.Revision)
+		}
+	}
+	return results, nil
 }
 
-var _ river.Worker[IdentityArgs] = (*IdentityWorker)(nil)
+// lockIdentities takes the identity locks of ids in tx, in the order of their lock keys, which every
+// batch follows: two batches that share identities wait for each other instead of deadlocking.
+func lockIdentities(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error {
+	strs := make([]string, len(ids))
+	for i, id := range ids {
+		strs[i] = id.String()
+	}
+	_, err := tx.Exec(ctx, `
+SELECT count(pg_advisory_xact_lock($1, key))
+FROM (SELECT DISTINCT hashtext(id) AS key FROM unnest($2::text[]) AS id ORDER BY key) AS keys`,
+		identityLockClass, strs)
+	if err != nil {
+		return fmt.Errorf("lock %d identities: %w", len(ids), err)
+	}
+	return nil
+}

@@ -53,7 +53,11 @@ type serveConfig struct {
 	WorkerDBMaxConns int32         `env:"WORKER_DB_MAX_CONNS" envDefault:"0"`
 	HookDBTimeout    time.Duration `env:"HOOK_DB_TIMEOUT" envDefault:"2s"`
 
-	SyncWorkers    int           `env:"SYNC_WORKERS" envDefault:"32"`
+	// Sync jobs run in batches (sync.IdentityWorker): SYNC_WORKERS jobs in flight, which wait (a goroutine
+	// each, no connection) to be synced SYNC_BATCH_SIZE at a time by up to SYNC_BATCHES transactions at once.
+	SyncWorkers    int           `env:"SYNC_WORKERS" envDefault:"200"`
+	SyncBatchSize  int           `env:"SYNC_BATCH_SIZE" envDefault:"100"`
+	SyncBatches    int           `env:"SYNC_BATCHES" envDefault:"4"`
 	SyncJobTimeout time.Duration `env:"SYNC_JOB_TIMEOUT" envDefault:"30s"`
 	// Retries back off from JOB_RETRY_BASE, doubling up to JOB_RETRY_MAX; JOB_MAX_ATTEMPTS bounds them.
 	// The defaults keep retrying for about three days, longer than any outage worth waiting out; reconcile
@@ -124,8 +128,14 @@ func (c *serveConfig) validate(role string) error {
 	if c.RescueStuckJobsAfter <= c.SyncJobTimeout {
 		errs = append(errs, fmt.Errorf("RESCUE_STUCK_JOBS_AFTER (%s) must exceed SYNC_JOB_TIMEOUT (%s), or running jobs get rescued", c.RescueStuckJobsAfter, c.SyncJobTimeout))
 	}
-	if c.SyncWorkers < 1 || c.SyncWorkers > 1000 {
-		errs = append(errs, fmt.Errorf("SYNC_WORKERS must be 1..1000, got %d", c.SyncWorkers))
+	if c.SyncWorkers < 1 || c.SyncWorkers > 10000 {
+		errs = append(errs, fmt.Errorf("SYNC_WORKERS must be 1..10000, got %d", c.SyncWorkers))
+	}
+	if c.SyncBatchSize < 1 || c.SyncBatchSize > kratos.MaxIDsPerList {
+		errs = append(errs, fmt.Errorf("SYNC_BATCH_SIZE must be 1..%d (the ids one Kratos request carries), got %d", kratos.MaxIDsPerList, c.SyncBatchSize))
+	}
+	if c.SyncBatches < 1 || c.SyncBatches > 100 {
+		errs = append(errs, fmt.Errorf("SYNC_BATCHES must be 1..100, got %d", c.SyncBatches))
 	}
 	if c.JobMaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("JOB_MAX_ATTEMPTS must be at least 1, got %d", c.JobMaxAttempts))
@@ -162,8 +172,8 @@ func (c *serveConfig) validate(role string) error {
 		errs = append(errs, fmt.Errorf("INDEX_FLUSH_INTERVAL must be positive, got %s", c.IndexFlushInterval))
 	}
 	if c.WorkerDBMaxConns == 0 {
-		// Every busy sync worker holds a connection while it reads Kratos; River needs a few of its own.
-		c.WorkerDBMaxConns = int32(c.SyncWorkers) + 8
+		// Every sync batch holds a connection while it reads Kratos; River needs a few of its own.
+		c.WorkerDBMaxConns = int32(c.SyncBatches) + 8
 		if c.ElasticsearchConfig.enabled() {
 			// Index jobs hold a connection only to read their row, never while they wait for Elasticsearch.
 			c.WorkerDBMaxConns += 8

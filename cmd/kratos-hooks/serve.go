@@ -246,7 +246,7 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 		metricsAddr = listeners[1].Addr().String()
 	}
 	logger.InfoContext(ctx, "kratos-hooks serving", "addr", ln.Addr().String(), "metrics_addr", metricsAddr,
-		"role", role, "sync_workers", cfg.SyncWorkers)
+		"role", role, "sync_workers", cfg.SyncWorkers, "sync_batches", cfg.SyncBatches)
 
 	select {
 	case <-ctx.Done():
@@ -314,6 +314,8 @@ func workerConfig(cfg serveConfig, pool *pgxpool.Pool, kratosClient *kratos.Clie
 		Timeout:        cfg.SyncJobTimeout,
 		IndexProfiles:  index != nil,
 		ObserveLagFunc: syncMetrics.ObserveProfileLag,
+		BatchSize:      cfg.SyncBatchSize,
+		Batches:        cfg.SyncBatches,
 	}))
 	river.AddWorker(workers, &profilesync.EventCleanupWorker{Pool: pool, Retention: cfg.EventRetention, Logger: logger})
 	river.AddWorker(workers, &invites.SettleWorker{Pool: pool, Kratos: kratosClient, Logger: logger,
