@@ -36,6 +36,29 @@ go test -run '^$' -bench "${BENCH:-.}" -benchtime 1x -timeout 90m ./bench/ | tee
 
 log "running micro-benchmarks"
 go test -run '^$' -bench . -benchmem -count 3 ./jsonnet/ ./hooks/ | tee "$run_dir/micro.log"
+# One whole sync job at a time (River fetch, lock, Kratos GET, mapping, upsert, completion) against the real
+# Kratos and Postgres: the time the mapping's share is measured against.
+go test -run '^$' -bench IdentityWorker -benchtime 300x -count 3 ./sync/ | tee -a "$run_dir/micro.log"
+
+# The mapping's share of a sync job: the median of BenchmarkMapper_Map's ns/op over the median of
+# BenchmarkIdentityWorker's (target: at most a tenth).
+median_ns() { grep -E "^$1-[0-9]+ " "$run_dir/micro.log" | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
+map_ns="$(median_ns BenchmarkMapper_Map)"
+job_ns="$(median_ns BenchmarkIdentityWorker)"
+if [ -n "$map_ns" ] && [ -n "$job_ns" ]; then
+  {
+    echo "## 4. Profile mapping's share of a sync job"
+    echo
+    echo "The default mapping (\`jsonnet/profile.jsonnet\`, go-jsonnet, parsed once) on one identity, against one"
+    echo "whole sync job processed alone (River fetch, identity lock, Kratos admin GET, mapping, upsert, completion"
+    echo "in the same transaction), medians of three runs each (micro-benchmarks below). Target: at most a tenth."
+    echo
+    echo "| mapping, one identity | sync job, alone | share |"
+    echo "|---|---|---|"
+    awk -v m="$map_ns" -v j="$job_ns" 'BEGIN {printf "| %.0f µs | %.2f ms | **%.3f** |\n", m/1000, j/1e6, m/j}'
+    echo
+  } >>"$part"
+fi
 
 mkdir -p docs
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
