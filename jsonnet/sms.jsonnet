@@ -4,8 +4,8 @@
 // application/x-www-form-urlencoded and return a flat object):
 //   function(ctx) { To: ctx.recipient, From: '+15005550006', Body: ctx.body }
 //
-// ctx (Kratos v1.3.1): recipient, subject, body (the rendered text), template_type (verification_code,
-// login_code, …), template_data (the template's model: to, verification_code or login_code, identity, …),
+// ctx (Kratos v1.3.1): recipient, subject, body (the rendered text), template_type (verification_code_valid,
+// login_code_valid, …), template_data (the template's model: to, verification_code or login_code, identity, …),
 // message_type.
 function(ctx) {
   to: ctx.recipient,

@@ -37,14 +37,18 @@ type ConfigVars struct {
 	SMSBody        []byte
 	// SMSURL is where the courier sends SMS; empty means kratos-hooks's development sink (HooksURL/dev/sms).
 	SMSURL string
+	// SMSAuthorization is the Authorization header the courier sends to SMSURL (for example "Bearer …" or
+	// "Basic …"). Required with SMSURL: the hooks key authenticates the courier to the development sink
+	// only, and must never go to a provider.
+	SMSAuthorization string
 }
 
 // Map is the placeholder values RenderConfig takes.
 func (v ConfigVars) Map() map[string]string {
 	hooks := strings.TrimRight(v.HooksURL, "/")
-	sms := v.SMSURL
+	sms, smsAuth := v.SMSURL, v.SMSAuthorization
 	if sms == "" {
-		sms = hooks + "/dev/sms"
+		sms, smsAuth = hooks+"/dev/sms", "Bearer "+v.APIKey
 	}
 	return map[string]string{
 		"KRATOS_HOOKS_URL":           hooks,
@@ -53,6 +57,7 @@ func (v ConfigVars) Map() map[string]string {
 		"KRATOS_HOOKS_WEBHOOK_BODY":  Base64URL(v.WebhookBody),
 		"KRATOS_SMS_URL":             sms,
 		"KRATOS_SMS_BODY":            Base64URL(v.SMSBody),
+		"KRATOS_SMS_AUTHORIZATION":   smsAuth,
 	}
 }
 

@@ -23,6 +23,9 @@ Kratos cannot read per-hook secrets from environment variables, so this fills th
   KRATOS_HOOKS_API_KEY   the key Kratos sends; defaults to the first HOOKS_API_KEY
   KRATOS_SMS_URL         where Kratos's courier sends SMS; defaults to KRATOS_HOOKS_URL/dev/sms, the
                          development sink (DEV_SMS_SINK=true); for a provider, change it and --sms-body
+  KRATOS_SMS_AUTHORIZATION
+                         the Authorization header sent to KRATOS_SMS_URL (e.g. "Basic ..."); required
+                         with it, as the hooks key goes to the development sink only
 The identity schema and the webhook body (jsonnet/webhook.jsonnet) are inlined as base64:// URLs unless
 --identity-schema or --webhook-body name files to inline instead.`,
 		Args: cobra.NoArgs,
@@ -55,7 +58,7 @@ The identity schema and the webhook body (jsonnet/webhook.jsonnet) are inlined a
 			out, err := kratos.RenderConfig(tmpl, kratos.ConfigVars{
 				HooksURL: hooksURL, APIKey: strings.TrimSpace(key),
 				IdentitySchema: schema, WebhookBody: body, SMSBody: smsBody,
-				SMSURL: e.getenv("KRATOS_SMS_URL"),
+				SMSURL: e.getenv("KRATOS_SMS_URL"), SMSAuthorization: e.getenv("KRATOS_SMS_AUTHORIZATION"),
 			}.Map())
 			if err != nil {
 				return err
