@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
-	"github.com/riverqueue/river"
 
 	"github.com/kratos-hooks/kratos-hooks/invites"
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
@@ -25,7 +23,7 @@ type afterResponse struct {
 // handleAfter records an after-hook event: one short transaction stores the event and its sync job, and
 // only then does Kratos get its 2xx. Everything slow (reading Kratos, writing the profile) happens in the
 // worker.
-func handleAfter(hook profilesync.Hook, pool *pgxpool.Pool, jobs *river.Client[pgx.Tx], dbTimeout time.Duration, bind bindFunc) echo.HandlerFunc {
+func handleAfter(hook profilesync.Hook, recorder *profilesync.EventRecorder, bind bindFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		body, err := readBody(c)
 		if err != nil {
@@ -44,13 +42,15 @@ func handleAfter(hook profilesync.Hook, pool *pgxpool.Pool, jobs *river.Client[p
 			ev.OccurredAt = p.Session.AuthenticatedAt
 		}
 
-		var also func(ctx context.Context, tx pgx.Tx) error
+		var also profilesync.Also
 		if bind != nil {
 			also = func(ctx context.Context, tx pgx.Tx) error { return bind(ctx, tx, p) }
 		}
-		rec, err := recordEvent(c.Request().Context(), pool, jobs, dbTimeout, ev, also)
+		rec, err := recorder.Record(c.Request().Context(), ev, also)
 		if err != nil {
-			return err
+			// The database is down, slow past the deadline, or refused the write: Kratos retries a 503, and
+			// a retry of a delivery that did commit is found to be a duplicate.
+			return unavailable(retryAfter, err)
 		}
 		return c.JSON(http.StatusOK, afterResponse{Event: ev.Key.String(), Duplicate: rec.Duplicate})
 	}
@@ -73,30 +73,3 @@ func bindInvite(now func() time.Time) bindFunc {
 	}
 }
 
-func recordEvent(ctx context.Context, pool *pgxpool.Pool, jobs *river.Client[pgx.Tx], dbTimeout time.Duration, ev profilesync.Event, also func(context.Context, pgx.Tx) error) (profilesync.Recorded, error) {
-	// A short deadline on the whole transaction, acquiring the connection included: when Postgres is down
-	// or the pool is exhausted, answer 503 at once instead of holding Kratos's request open.
-	ctx, cancel := context.WithTimeout(ctx, dbTimeout)
-	defer cancel()
-
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		return profilesync.Recorded{}, unavailable(retryAfter, err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rec, err := profilesync.RecordEvent(ctx, tx, jobs, ev)
-	if err != nil {
-		return profilesync.Recorded{}, unavailable(retryAfter, err)
-	}
-	if also != nil {
-		if err := also(ctx, tx); err != nil {
-			return profilesync.Recorded{}, unavailable(retryAfter, err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		// The commit may or may not have happened. Either way a retry is safe: the same event key makes no
-		// second event.
-		return profilesync.Recorded{}, unavailable(retryAfter, err)
-	}
-	return rec, nil
-}

@@ -32,6 +32,9 @@ type Opts struct {
 	Search *search.Index
 	// DBTimeout bounds the hook transaction, acquiring the connection included. Default 2 s.
 	DBTimeout time.Duration
+	// Committers is how many after-hook transactions may be in flight at once; deliveries that arrive
+	// while all are busy share the next one (see sync.EventRecorder). Default 4.
+	Committers int
 	// Checks are the readiness checks.
 	Checks []Check
 	// Hooks serves the /hooks/* endpoints and the admin API; false for a process that only runs workers
@@ -77,11 +80,14 @@ func New(opts Opts) *echo.Echo {
 	if opts.Hooks {
 		// Kratos's ctx does not say which hook point called, so each has its own URL.
 		hooks := e.Group("/hooks", requireBearer(opts.APIKeys))
+		recorder := profilesync.NewEventRecorder(profilesync.EventRecorderOpts{
+			Pool: opts.Pool, Jobs: opts.Jobs, Timeout: opts.DBTimeout, Committers: opts.Committers,
+		})
 		after := func(h profilesync.Hook) echo.HandlerFunc {
-			return handleAfter(h, opts.Pool, opts.Jobs, opts.DBTimeout, nil)
+			return handleAfter(h, recorder, nil)
 		}
 		// The registration's post-persist hook also binds the invite its validate hook reserved.
-		hooks.POST("/registration/after", handleAfter(profilesync.HookRegistrationAfter, opts.Pool, opts.Jobs, opts.DBTimeout, bindInvite(opts.NowFunc)))
+		hooks.POST("/registration/after", handleAfter(profilesync.HookRegistrationAfter, recorder, bindInvite(opts.NowFunc)))
 		hooks.POST("/login/after", after(profilesync.HookLoginAfter))
 		hooks.POST("/settings/after", after(profilesync.HookSettingsAfter))
 		hooks.POST("/verification/after", after(profilesync.HookVerificationAfter))

@@ -48,21 +48,24 @@ type Event struct {
 	OccurredAt *time.Time
 }
 
-// Recorded is what RecordEvent did.
+// Recorded is what RecordEvent (or EventRecorder.Record) did.
 type Recorded struct {
 	// Duplicate is true when the event was already recorded (a Kratos retry): nothing was written.
 	Duplicate bool
 	JobID     int64
 }
 
+// insertEventSQL stores an event, or nothing when it is stored already (a retry): $1 hook, $2 flow id,
+// $3 body SHA-256, $4 identity id, $5 occurred at.
+const insertEventSQL = `
+INSERT INTO hook_events (hook, flow_id, body_sha256, identity_id, occurred_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT DO NOTHING`
+
 // RecordEvent stores the event and enqueues its sync job in tx, so that the job exists if and only if tx
 // commits: acknowledge the webhook only after that. A second delivery of the same event writes nothing.
 func RecordEvent(ctx context.Context, tx pgx.Tx, jobs *river.Client[pgx.Tx], ev Event) (Recorded, error) {
-	tag, err := tx.Exec(ctx, `
-INSERT INTO hook_events (hook, flow_id, body_sha256, identity_id, occurred_at)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT DO NOTHING`,
-		string(ev.Key.Hook), ev.Key.FlowID, ev.Key.BodySHA256, ev.IdentityID, ev.OccurredAt)
+	tag, err := tx.Exec(ctx, insertEventSQL, string(ev.Key.Hook), ev.Key.FlowID, ev.Key.BodySHA256, ev.IdentityID, ev.OccurredAt)
 	if err != nil {
 		return Recorded{}, fmt.Errorf("record event %s: %w", ev.Key, err)
 	}

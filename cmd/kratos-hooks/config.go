@@ -52,6 +52,9 @@ type serveConfig struct {
 	HTTPDBMaxConns   int32         `env:"HTTP_DB_MAX_CONNS" envDefault:"16"`
 	WorkerDBMaxConns int32         `env:"WORKER_DB_MAX_CONNS" envDefault:"0"`
 	HookDBTimeout    time.Duration `env:"HOOK_DB_TIMEOUT" envDefault:"2s"`
+	// HookCommitters is how many after-hook transactions run at once, each on a connection of the HTTP
+	// pool; deliveries that arrive while all are busy share the next transaction (a group commit).
+	HookCommitters int `env:"HOOK_COMMITTERS" envDefault:"4"`
 
 	// Sync jobs run in batches (sync.IdentityWorker): SYNC_WORKERS jobs in flight, which wait (a goroutine
 	// each, no connection) to be synced SYNC_BATCH_SIZE at a time by up to SYNC_BATCHES transactions at once.
@@ -154,6 +157,10 @@ func (c *serveConfig) validate(role string) error {
 	}
 	if c.HTTPDBMaxConns < 2 {
 		errs = append(errs, fmt.Errorf("HTTP_DB_MAX_CONNS must be at least 2, got %d", c.HTTPDBMaxConns))
+	}
+	// The other endpoints (validate hooks, the admin API, readiness) need connections of that pool too.
+	if c.HookCommitters < 1 || int32(c.HookCommitters) >= c.HTTPDBMaxConns {
+		errs = append(errs, fmt.Errorf("HOOK_COMMITTERS must be at least 1 and less than HTTP_DB_MAX_CONNS (%d), got %d", c.HTTPDBMaxConns, c.HookCommitters))
 	}
 	for i, k := range c.AdminAPITokens {
 		c.AdminAPITokens[i] = strings.TrimSpace(k)

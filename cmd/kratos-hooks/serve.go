@@ -189,6 +189,7 @@ func serve(ctx context.Context, cfg serveConfig, role string, migrate bool, logg
 		AdminAPITokens: cfg.AdminAPITokens,
 		Search:         index,
 		DBTimeout:      cfg.HookDBTimeout,
+		Committers:     cfg.HookCommitters,
 		Hooks:          runHTTP,
 		Checks: append([]hooks.Check{
 			{Name: "database", Critical: true, Func: func(ctx context.Context) error { return httpPool.Ping(ctx) }},
