@@ -72,4 +72,3 @@ func bindInvite(now func() time.Time) bindFunc {
 		return err
 	}
 }
-
