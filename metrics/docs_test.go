@@ -137,5 +137,6 @@ func TestReadme_DocumentsEveryMetric(t *testing.T) {
 			require.True(t, strings.Contains(readme, "`"+name+"`"), "README does not document %s", name)
 		}
 	}
-	requireKnown(t, names, "README", readme)
+	// kratos_hooks_migrations is the migrations table, not a metric.
+	requireKnown(t, names, "README", strings.ReplaceAll(readme, "kratos_hooks_migrations", ""))
 }
