@@ -24,7 +24,9 @@ die() { log "error: $*"; exit 1; }
 # as_service_user CMD...: run CMD as the unprivileged service user when we are root, else as ourselves.
 as_service_user() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u "$KH_SERVICE_USER" -- "$@"
+    # From /: the service user may not be allowed into the caller's directory (a private clone), and
+    # Postgres's tools complain when they cannot change back to it.
+    (cd / && runuser -u "$KH_SERVICE_USER" -- "$@")
   else
     "$@"
   fi
