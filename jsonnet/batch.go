@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 
 	gojsonnet "github.com/google/go-jsonnet"
 	"github.com/google/go-jsonnet/ast"
@@ -94,24 +93,4 @@ func (m *Mapper) mapBatch(identitiesJSON [][]byte, fields []Fields, errs []error
 		fields[i], errs[i] = m.fields(res)
 	}
 	return true
-}
-
-// fields decodes and cleans one identity's mapping output, as Map does (keep the two in step;
-// TestMapBatch_SameAsMap compares them).
-func (m *Mapper) fields(out []byte) (Fields, error) {
-	var f Fields
-	if err := json.Unmarshal(out, &f); err != nil {
-		return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("output is not a profile object: %w", err)}
-	}
-	f.Email, f.Phone, f.Name, f.Locale = clean(f.Email), clean(f.Phone), clean(f.Name), clean(f.Locale)
-	if f.Email != nil {
-		lower := strings.ToLower(*f.Email)
-		f.Email = &lower
-	}
-	for k, v := range f.Attributes {
-		if !scalarOrList(v) {
-			return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("attribute %q: want a string, number, boolean or a list of those", k)}
-		}
-	}
-	return f, nil
 }

@@ -91,8 +91,13 @@ func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
 		// The formatter adds the file position and Jsonnet stack trace.
 		return Fields{}, &MappingError{Mapping: m.name, Err: errors.New(strings.TrimSpace(vm.ErrorFormatter.Format(err)))}
 	}
+	return m.fields([]byte(out))
+}
+
+// fields decodes and cleans one identity's mapping output, for Map and MapBatch alike.
+func (m *Mapper) fields(out []byte) (Fields, error) {
 	var f Fields
-	if err := json.Unmarshal([]byte(out), &f); err != nil {
+	if err := json.Unmarshal(out, &f); err != nil {
 		return Fields{}, &MappingError{Mapping: m.name, Err: fmt.Errorf("output is not a profile object: %w", err)}
 	}
 	// Trimming and lower-casing happen here rather than in the mapping: the std functions that do them
