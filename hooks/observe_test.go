@@ -97,7 +97,7 @@ func TestRequestLogs_EveryLineOfARequestCarriesItsRequestID(t *testing.T) {
 	require.NoError(t, err)
 	denied, err := gating.ParseRanges("203.0.113.0/24")
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	logger, err := logging.New(&logs, "json", "info")
 	require.NoError(t, err)
 	srv := httptest.NewServer(hooks.New(hooks.Opts{
@@ -141,21 +141,4 @@ func TestRequestLogs_EveryLineOfARequestCarriesItsRequestID(t *testing.T) {
 		seen[line.RequestID] = line.Msg
 	}
 	require.Equal(t, want, seen)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,7 +76,7 @@ func TestJobs_CountRunsByKindAndOutcome_AndTheirLogLinesCarryTheJob(t *testing.T
 	b := setup(t, true)
 	jobMetrics := metrics.NewJobs("scripted", "never_run")
 	b.reg.MustRegister(jobMetrics)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	logger, err := logging.New(&logs, "json", "info")
 	require.NoError(t, err)
 
@@ -300,21 +298,4 @@ func TestDependencies_ReportEachOneUpOrDownWithinTheTimeout(t *testing.T) {
 	v, ok = s.Value("kratos_hooks_dependency_up", "dependency", "elasticsearch")
 	require.True(t, ok)
 	require.Zero(t, v)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +20,7 @@ import (
 // service is kratos-hooks running in-process through run, as `kratos-hooks serve` would.
 type service struct {
 	URL    string
-	stderr *syncBuffer
+	stderr *testenv.Buffer
 }
 
 // startService runs `kratos-hooks serve` with env (on LISTEN_ADDR, or a free port) until the test ends, and
@@ -32,7 +31,7 @@ func startService(t *testing.T, env map[string]string, args ...string) *service 
 	if addr == "" {
 		addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	}
-	s := &service{URL: "http://" + addr, stderr: &syncBuffer{}}
+	s := &service{URL: "http://" + addr, stderr: &testenv.Buffer{}}
 	full := map[string]string{
 		"LISTEN_ADDR":   addr,
 		"HOOKS_API_KEY": testenv.APIKey,
@@ -86,23 +85,6 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (stdout, stderr
 	var out, errOut bytes.Buffer
 	err = run(testenv.Context(t), args, func(k string) string { return env[k] }, &out, &errOut)
 	return out.String(), errOut.String(), err
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestCLI_HelpOnEveryCommand(t *testing.T) {
