@@ -25,13 +25,9 @@ type afterResponse struct {
 // worker.
 func handleAfter(hook profilesync.Hook, recorder *profilesync.EventRecorder, bind bindFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		body, err := readBody(c)
+		p, body, err := readPayload(c, decodeOpts{identity: true})
 		if err != nil {
 			return err
-		}
-		p, err := DecodePayload(body, decodeOpts{identity: true})
-		if err != nil {
-			return badRequest(err.Error())
 		}
 		sum := sha256.Sum256(body)
 		ev := profilesync.Event{

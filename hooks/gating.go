@@ -62,13 +62,9 @@ const (
 // before hook's refusal only as a generic error page, so the message is for logs and API clients.
 func handleIPGate(policy gating.IPPolicy, kind flowKind) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		body, err := readBody(c)
+		p, _, err := readPayload(c, decodeOpts{})
 		if err != nil {
 			return err
-		}
-		p, err := DecodePayload(body, decodeOpts{})
-		if err != nil {
-			return badRequest(err.Error())
 		}
 		if err := checkIP(policy, p.Request.ClientIP, kind); err != nil {
 			return err
@@ -85,13 +81,9 @@ func handleRegistrationValidate(g Gating, pool *pgxpool.Pool, dbTimeout time.Dur
 		g.GuessLimit = invites.DefaultGuessLimit
 	}
 	return func(c echo.Context) error {
-		body, err := readBody(c)
+		p, _, err := readPayload(c, decodeOpts{preIdentity: true})
 		if err != nil {
 			return err
-		}
-		p, err := DecodePayload(body, decodeOpts{preIdentity: true})
-		if err != nil {
-			return badRequest(err.Error())
 		}
 		contact := readContact(p.Identity.Traits)
 
@@ -133,13 +125,9 @@ func handleRegistrationValidate(g Gating, pool *pgxpool.Pool, dbTimeout time.Dur
 // such a user can still edit the rest of their profile.
 func handleSettingsValidate(domains gating.DomainPolicy, pool *pgxpool.Pool, dbTimeout time.Duration) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		body, err := readBody(c)
+		p, _, err := readPayload(c, decodeOpts{identity: true})
 		if err != nil {
 			return err
-		}
-		p, err := DecodePayload(body, decodeOpts{identity: true})
-		if err != nil {
-			return badRequest(err.Error())
 		}
 		email := readContact(p.Identity.Traits).Email
 		if email == "" {

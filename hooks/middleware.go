@@ -98,6 +98,20 @@ func methodLabel(m string) string {
 const MaxBodyBytes = 1 << 20
 
 // readBody reads the whole body, refusing one over MaxBodyBytes with 413.
+// readPayload reads a Kratos hook's body and decodes it with opts: the body as sent (its hash is part of
+// an event's key) and the payload, or the 413 or 400 to answer.
+func readPayload(c echo.Context, opts decodeOpts) (Payload, []byte, error) {
+	body, err := readBody(c)
+	if err != nil {
+		return Payload{}, nil, err
+	}
+	p, err := DecodePayload(body, opts)
+	if err != nil {
+		return Payload{}, nil, badRequest(err.Error())
+	}
+	return p, body, nil
+}
+
 func readBody(c echo.Context) ([]byte, error) {
 	r := http.MaxBytesReader(c.Response(), c.Request().Body, MaxBodyBytes)
 	b, err := io.ReadAll(r)
