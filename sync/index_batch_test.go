@@ -1,7 +1,6 @@
 package sync_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -68,17 +67,7 @@ func TestIndexBatchWorker_ADocumentTheIndexRefusesIsHandedOnAlone(t *testing.T) 
 	t.Parallel()
 	b := setupIndex(t, indexOpts{})
 	ctx := testenv.Context(t)
-	deep := `"leaf"`
-	for range 25 {
-		deep = `{"x":` + deep + `}`
-	}
-	bad, good := uuid.New(), uuid.New()
-	p := profile(bad, "Too Deep")
-	p.Traits = json.RawMessage(deep)
-	_, err := profilesync.UpsertProfile(ctx, b.db.Pool, p)
-	require.NoError(t, err)
-	_, err = profilesync.UpsertProfile(ctx, b.db.Pool, profile(good, "Fine"))
-	require.NoError(t, err)
+	bad, good := b.refusedAndFineProfiles(t)
 
 	res, err := b.jobs.Insert(ctx, profilesync.IndexBatchArgs{IdentityIDs: []uuid.UUID{bad, good}}, &river.InsertOpts{
 		Priority: 3, Tags: []string{"reconcile"}, Metadata: []byte(`{"reconcile_pass":"p1"}`),

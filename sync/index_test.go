@@ -294,21 +294,29 @@ func TestIdentitySync_IndexesEveryChangeOnceAndDeletesWhatKratosDeleted(t *testi
 	require.Equal(t, 3, indexJobs())
 }
 
-func TestIndexWorker_ADocumentTheMappingRefusesFailsOnlyItsOwnJob(t *testing.T) {
-	t.Parallel()
-	b := setupIndex(t, indexOpts{})
-	ctx := testenv.Context(t)
+// refusedAndFineProfiles stores two profiles: bad, whose traits nest deeper than a flattened field takes
+// (depth_limit 20), so that Elasticsearch refuses its document, and good.
+func (b *indexBundle) refusedAndFineProfiles(t *testing.T) (bad, good uuid.UUID) {
+	t.Helper()
 	deep := `"leaf"`
 	for range 25 {
 		deep = `{"x":` + deep + `}`
 	}
-	bad, good := uuid.New(), uuid.New()
+	bad, good = uuid.New(), uuid.New()
 	p := profile(bad, "Too Deep")
 	p.Traits = json.RawMessage(deep)
-	_, err := profilesync.UpsertProfile(ctx, b.db.Pool, p)
+	_, err := profilesync.UpsertProfile(testenv.Context(t), b.db.Pool, p)
 	require.NoError(t, err)
-	_, err = profilesync.UpsertProfile(ctx, b.db.Pool, profile(good, "Fine"))
+	_, err = profilesync.UpsertProfile(testenv.Context(t), b.db.Pool, profile(good, "Fine"))
 	require.NoError(t, err)
+	return bad, good
+}
+
+func TestIndexWorker_ADocumentTheMappingRefusesFailsOnlyItsOwnJob(t *testing.T) {
+	t.Parallel()
+	b := setupIndex(t, indexOpts{})
+	ctx := testenv.Context(t)
+	bad, good := b.refusedAndFineProfiles(t)
 
 	badJob, goodJob := b.enqueue(t, bad), b.enqueue(t, good)
 	b.waitCompleted(t, goodJob)
