@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -49,13 +48,9 @@ func TestElasticsearchStoppedFor30s(t *testing.T) {
 	})
 	profilesIn := time.Since(stopped)
 	// Readiness stays green and names the cause: an index outage must not pull the receivers.
-	resp, err := http.Get(s.http.URL + "/health/ready")
-	require.NoError(t, err)
-	var ready struct{ Checks map[string]string }
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ready))
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.NotEqual(t, "ok", ready.Checks["elasticsearch"])
+	status, checks := testenv.Readiness(t, s.http.URL)
+	require.Equal(t, http.StatusOK, status)
+	require.NotEqual(t, "ok", checks["elasticsearch"])
 
 	time.Sleep(time.Until(stopped.Add(outage))) // the outage's length, as specified
 	es.Start(t)

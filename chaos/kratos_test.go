@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -45,13 +44,9 @@ func TestKratosAdminDownFor30s(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "profiles written while Kratos was down")
 	// Readiness stays green and names the cause: an admin API outage must not pull the receivers.
-	resp, err := http.Get(s.http.URL + "/health/ready")
-	require.NoError(t, err)
-	var ready struct{ Checks map[string]string }
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ready))
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.NotEqual(t, "ok", ready.Checks["kratos_admin"])
+	status, checks := testenv.Readiness(t, s.http.URL)
+	require.Equal(t, http.StatusOK, status)
+	require.NotEqual(t, "ok", checks["kratos_admin"])
 
 	time.Sleep(time.Until(stopped.Add(outage))) // the outage's length, as specified
 	s.kratos.Start(t)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -60,21 +59,13 @@ func startService(t *testing.T, env map[string]string, args ...string) *service 
 			t.Logf("service log:\n%s", s.stderr.String())
 		}
 	})
-	testenv.Poll(t, 30*time.Second, func() error {
+	testenv.WaitReady(t, s.URL, 30*time.Second, func() string {
 		select {
 		case err := <-done:
-			t.Fatalf("serve exited: %v\n%s", err, s.stderr.String())
+			return fmt.Sprintf("serve exited: %v\n%s", err, s.stderr.String())
 		default:
+			return ""
 		}
-		resp, err := http.Get(s.URL + "/health/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("ready: %d", resp.StatusCode)
-		}
-		return nil
 	})
 	return s
 }

@@ -182,12 +182,8 @@ func TestEndToEnd_TheSearchIndexFollowsKratos(t *testing.T) {
 	require.Greater(t, d.Version, int64(1))
 
 	// Readiness reports the cluster.
-	resp, err := http.Get(s.svc.URL + "/health/ready")
-	require.NoError(t, err)
-	var ready struct{ Checks map[string]string }
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ready))
-	resp.Body.Close()
-	require.Equal(t, "ok", ready.Checks["elasticsearch"])
+	_, checks := testenv.Readiness(t, s.svc.URL)
+	require.Equal(t, "ok", checks["elasticsearch"])
 
 	// Deleted in Kratos (no webhook fires for that) and then synced: the document is gone.
 	require.NoError(t, s.kratos.Admin.DeleteIdentity(testenv.Context(t), id))
@@ -369,13 +365,9 @@ func TestEndToEnd_AnElasticsearchOutageDelaysIndexingAndLosesNothing(t *testing.
 		return nil
 	})
 	// Readiness stays green: an index outage must not pull the receiver out of the load balancer.
-	resp, err := http.Get(s.svc.URL + "/health/ready")
-	require.NoError(t, err)
-	var ready struct{ Checks map[string]string }
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ready))
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.NotEqual(t, "ok", ready.Checks["elasticsearch"])
+	status, checks := testenv.Readiness(t, s.svc.URL)
+	require.Equal(t, http.StatusOK, status)
+	require.NotEqual(t, "ok", checks["elasticsearch"])
 	// /metrics says what is wrong.
 	m := testenv.MustScrape(t, s.svc.URL+"/metrics")
 	down, ok := m.Value("kratos_hooks_dependency_up", "dependency", "elasticsearch")

@@ -3,7 +3,6 @@ package testenv
 import (
 	"bytes"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,21 +111,13 @@ func (s *Service) Start(t testing.TB) {
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
 
-	Poll(t, 60*time.Second, func() error {
+	WaitReady(t, s.URL, 60*time.Second, func() string {
 		select {
 		case <-exited:
-			t.Fatalf("kratos-hooks %s exited before it was ready: %s\n%s", strings.Join(s.args, " "), cmd.ProcessState, s.log.String())
+			return fmt.Sprintf("kratos-hooks %s: %s\n%s", strings.Join(s.args, " "), cmd.ProcessState, s.log.String())
 		default:
+			return ""
 		}
-		resp, err := http.Get(s.URL + "/health/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("ready: %d", resp.StatusCode)
-		}
-		return nil
 	})
 }
 
