@@ -360,13 +360,10 @@ func TestRun_AWebhookUpdateDuringAPassIsNotOverwrittenByItsSnapshot(t *testing.T
 // endpoint does for Kratos's delivery.
 func (b *testBundle) recordWebhook(t *testing.T, id uuid.UUID) {
 	t.Helper()
-	tx, err := b.db.Pool.Begin(b.ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(b.ctx) }()
+	recorder := profilesync.NewEventRecorder(profilesync.EventRecorderOpts{Pool: b.db.Pool, Jobs: b.jobs})
 	key := profilesync.EventKey{Hook: profilesync.HookSettingsAfter, FlowID: uuid.New(), BodySHA256: make([]byte, 32)}
-	_, err = profilesync.RecordEvent(b.ctx, tx, b.jobs, profilesync.Event{Key: key, IdentityID: id})
+	_, err := recorder.Record(b.ctx, profilesync.Event{Key: key, IdentityID: id}, nil)
 	require.NoError(t, err)
-	require.NoError(t, tx.Commit(b.ctx))
 }
 
 func TestRun_PagesThroughKratosInIDOrderAndFindsOrphansBetweenPages(t *testing.T) {

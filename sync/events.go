@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 )
 
 // Hook is a Kratos hook point this service records events for.
@@ -48,7 +47,7 @@ type Event struct {
 	OccurredAt *time.Time
 }
 
-// Recorded is what RecordEvent (or EventRecorder.Record) did.
+// Recorded is what EventRecorder.Record did.
 type Recorded struct {
 	// Duplicate is true when the event was already recorded (a Kratos retry): nothing was written.
 	Duplicate bool
@@ -61,24 +60,6 @@ const insertEventSQL = `
 INSERT INTO hook_events (hook, flow_id, body_sha256, identity_id, occurred_at)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT DO NOTHING`
-
-// RecordEvent stores the event and enqueues its sync job in tx, so that the job exists if and only if tx
-// commits: acknowledge the webhook only after that. A second delivery of the same event writes nothing.
-func RecordEvent(ctx context.Context, tx pgx.Tx, jobs *river.Client[pgx.Tx], ev Event) (Recorded, error) {
-	tag, err := tx.Exec(ctx, insertEventSQL, string(ev.Key.Hook), ev.Key.FlowID, ev.Key.BodySHA256, ev.IdentityID, ev.OccurredAt)
-	if err != nil {
-		return Recorded{}, fmt.Errorf("record event %s: %w", ev.Key, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return Recorded{Duplicate: true}, nil
-	}
-	key := ev.Key
-	res, err := jobs.InsertTx(ctx, tx, IdentityArgs{IdentityID: ev.IdentityID, Event: &key}, nil)
-	if err != nil {
-		return Recorded{}, fmt.Errorf("enqueue sync of %s: %w", ev.IdentityID, err)
-	}
-	return Recorded{JobID: res.Job.ID}, nil
-}
 
 // appliedEvent is an event whose effects a job has just applied.
 type appliedEvent struct {

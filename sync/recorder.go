@@ -15,10 +15,12 @@ import (
 	"github.com/riverqueue/river"
 )
 
-// EventRecorder records webhook deliveries as RecordEvent does, committing the deliveries that arrive
-// together in one transaction (a group commit). Under load most of a delivery's cost is per transaction,
-// not per row: the round trips of BEGIN, the inserts and COMMIT, the WAL flush of the commit, and River's
-// insert statement, which takes a whole batch as cheaply as one job. A delivery that finds a committer free
+// EventRecorder records webhook deliveries: each one's event (hook_events; a second delivery of the same
+// event, a Kratos retry, writes nothing) and, for a new event, its sync job, in a transaction that commits
+// before the delivery is acknowledged. It commits the deliveries that arrive together in one transaction
+// (a group commit). Under load most of a delivery's cost is per transaction, not per row: the round trips
+// of BEGIN, the inserts and COMMIT, the WAL flush of the commit, and River's insert statement, which takes
+// a whole batch as cheaply as one job. A delivery that finds a committer free
 // goes at once, in a transaction of its own; while every committer is busy, deliveries wait and the next
 // free committer takes all of them. So an idle service adds no latency, and a busy one commits many
 // deliveries per flush.
