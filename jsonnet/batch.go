@@ -13,8 +13,7 @@ import (
 // mapping's own program in place of the null: it is called with identity as a named argument, as Map passes
 // it, or taken as it is when it is not a function (Jsonnet ignores top-level arguments then, and so does Map).
 const batchSource = `local mapping = null;
-function(identities)
-  [if std.isFunction(mapping) then mapping(identity=identity) else mapping for identity in identities]`
+[if std.isFunction(mapping) then mapping(identity=identity) else mapping for identity in ` + inputSource + `]`
 
 // batchProgram is batchSource around the mapping's program. It is parsed under the mapping's name, so that
 // the mapping sees the std.thisFile it sees in Map, and its AST is the mapping's own (no second parse).
@@ -67,21 +66,18 @@ func (m *Mapper) mapBatch(identitiesJSON [][]byte, fields []Fields, errs []error
 	if err != nil {
 		return false
 	}
-	arr := &ast.Array{Elements: make([]ast.CommaSeparatedExpr, len(identitiesJSON))}
+	identities := make([]any, len(identitiesJSON))
 	for i, ident := range identitiesJSON {
-		node, err := jsonToNode(ident)
-		if err != nil {
+		var err error
+		if identities[i], err = decodeIdentity(ident); err != nil {
 			return false
 		}
-		arr.Elements[i] = ast.CommaSeparatedExpr{Expr: node}
 	}
-	vm := m.vms.Get().(*gojsonnet.VM)
+	vm := m.vms.Get().(*vm)
 	defer m.vms.Put(vm)
-	// The VMs are shared with Map, which leaves its argument identity set: pass only ours, and leave none.
+	// The VMs are shared with Map, which leaves its argument identity set: the batch program takes none.
 	vm.TLAReset()
-	defer vm.TLAReset()
-	vm.TLANode("identities", arr)
-	out, err := vm.Evaluate(program)
+	out, err := vm.evaluate(program, identities)
 	if err != nil {
 		return false
 	}

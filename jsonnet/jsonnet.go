@@ -48,7 +48,9 @@ type Fields struct {
 type Mapper struct {
 	name string
 	node ast.Node
-	vms  sync.Pool
+	// identity is the argument identity of Map: inputSource, parsed once.
+	identity ast.Node
+	vms      sync.Pool
 }
 
 // NewMapper parses a mapping. name is used in error messages (a file name).
@@ -57,13 +59,12 @@ func NewMapper(name string, source []byte) (*Mapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("profile mapping %s: %w", name, err)
 	}
-	m := &Mapper{name: name, node: node}
-	m.vms.New = func() any {
-		vm := gojsonnet.MakeVM()
-		// No imports: a mapping is one self-contained file, as in Kratos.
-		vm.Importer(noImports{})
-		return vm
+	identity, err := gojsonnet.SnippetToAST("<identity>", inputSource)
+	if err != nil {
+		return nil, err
 	}
+	m := &Mapper{name: name, node: node, identity: identity}
+	m.vms.New = func() any { return newVM() }
 	return m, nil
 }
 
@@ -79,14 +80,14 @@ func (e *MappingError) Unwrap() error { return e.Err }
 
 // Map evaluates the mapping with identityJSON (a Kratos identity) as its argument `identity`.
 func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
-	arg, err := jsonToNode(identityJSON)
+	identity, err := decodeIdentity(identityJSON)
 	if err != nil {
 		return Fields{}, &MappingError{Mapping: m.name, Err: err}
 	}
-	vm := m.vms.Get().(*gojsonnet.VM)
+	vm := m.vms.Get().(*vm)
 	defer m.vms.Put(vm)
-	vm.TLANode("identity", arg)
-	out, err := vm.Evaluate(m.node)
+	vm.TLANode("identity", m.identity)
+	out, err := vm.evaluate(m.node, identity)
 	if err != nil {
 		// The formatter adds the file position and Jsonnet stack trace.
 		return Fields{}, &MappingError{Mapping: m.name, Err: errors.New(strings.TrimSpace(vm.ErrorFormatter.Format(err)))}
@@ -142,10 +143,4 @@ func scalarOrList(v any) bool {
 		return true
 	}
 	return false
-}
-
-type noImports struct{}
-
-func (noImports) Import(importedFrom, importedPath string) (gojsonnet.Contents, string, error) {
-	return gojsonnet.Contents{}, "", fmt.Errorf("import %q: imports are not allowed in a mapping", importedPath)
 }
