@@ -387,3 +387,82 @@ func TestWriter_ADocumentTheMappingRefusesIsAPermanentItemError(t *testing.T) {
 	require.True(t, itemErr.Permanent(), "%v", itemErr)
 	require.NoError(t, goodErr, "one item's refusal fails only that item")
 }
+
+// A batch in hand goes out at once, in one request, with no FlushInterval to wait for; each item gets the
+// answer Put or Delete would give it, and one refused item fails only itself.
+func TestWriter_WriteManySendsABatchAtOnceAndAnswersEachItem(t *testing.T) {
+	t.Parallel()
+	es := testenv.Elasticsearch(t)
+	proxy := testenv.NewCountingProxy(t, es.URL)
+	b := setup(t, proxy.URL)
+	ctx := testenv.Context(t)
+	_, err := b.index.Ensure(ctx)
+	require.NoError(t, err)
+	// An hour: WriteMany must not go through the interval-flushed requests Put shares.
+	w := b.writer(t, search.WriterOpts{FlushInterval: time.Hour})
+
+	newer, deleted, absent, fresh := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	for _, d := range []search.Document{doc(newer, 5, "Revision Five", "five@example.com"), doc(deleted, 1, "Gone Soon", "gone@example.com")} {
+		outcomes, errs, err := w.WriteMany(ctx, []search.Write{{ID: d.IdentityID, Revision: d.Revision, Doc: &d}})
+		require.NoError(t, err)
+		require.NoError(t, errs[0])
+		require.Equal(t, search.Written, outcomes[0])
+	}
+	deep := `"leaf"`
+	for range 25 {
+		deep = `{"x":` + deep + `}`
+	}
+	bad := doc(uuid.New(), 1, "Too Deep", "deep@example.com")
+	bad.Traits = json.RawMessage(deep)
+	stale := doc(newer, 3, "Revision Three", "three@example.com")
+	good := doc(fresh, 2, "Fine", "fine@example.com")
+	before := proxy.Bulks()
+	start := time.Now()
+	outcomes, errs, err := w.WriteMany(ctx, []search.Write{
+		{ID: stale.IdentityID, Revision: stale.Revision, Doc: &stale},
+		{ID: deleted, Revision: 2},
+		{ID: absent, Revision: 1},
+		{ID: bad.IdentityID, Revision: 1, Doc: &bad},
+		{ID: fresh, Revision: 2, Doc: &good},
+	})
+	require.NoError(t, err)
+	require.Less(t, time.Since(start), 5*time.Second)
+	require.EqualValues(t, 1, proxy.Bulks()-before, "one bulk request for the batch")
+
+	require.Equal(t, []search.Outcome{search.Stale, search.Written, search.Absent, 0, search.Written}, outcomes)
+	for i, err := range errs {
+		if i != 3 {
+			require.NoError(t, err, "item %d", i)
+		}
+	}
+	var itemErr *search.ItemError
+	require.ErrorAs(t, errs[3], &itemErr)
+	require.True(t, itemErr.Permanent(), "%v", itemErr)
+
+	got, err := testenv.GetDoc(b.es.URL, b.es.Alias, newer.String())
+	require.NoError(t, err)
+	require.EqualValues(t, 5, got.Version)
+	require.Equal(t, "Revision Five", got.Source["name"])
+	got, err = testenv.GetDoc(b.es.URL, b.es.Alias, deleted.String())
+	require.NoError(t, err)
+	require.False(t, got.Found)
+	got, err = testenv.GetDoc(b.es.URL, b.es.Alias, fresh.String())
+	require.NoError(t, err)
+	require.EqualValues(t, 2, got.Version)
+}
+
+// When the cluster cannot be reached, nothing is known about any item: the request fails as a whole.
+func TestWriter_WriteManyFailsAsAWholeWhenTheClusterIsUnreachable(t *testing.T) {
+	t.Parallel()
+	addr := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	ix, err := search.New(search.Config{Addresses: []string{addr}, Alias: testenv.Name("kh_test"), RequestTimeout: 2 * time.Second})
+	require.NoError(t, err)
+	w, err := ix.NewWriter(search.WriterOpts{})
+	require.NoError(t, err)
+	defer w.Close(context.Background())
+	d := doc(uuid.New(), 1, "Nobody", "nobody@example.com")
+	outcomes, errs, err := w.WriteMany(testenv.Context(t), []search.Write{{ID: d.IdentityID, Revision: 1, Doc: &d}})
+	require.Error(t, err)
+	require.Nil(t, outcomes)
+	require.Nil(t, errs)
+}

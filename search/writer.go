@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/elastic/go-elasticsearch/v8/esapi"
 	"github.com/elastic/go-elasticsearch/v8/esutil"
 	"github.com/google/uuid"
 )
@@ -42,8 +43,10 @@ type WriterOpts struct {
 // concurrent use.
 type Writer struct {
 	bi           esutil.BulkIndexer
+	ix           *Index
 	index        string
 	requireAlias bool
+	observe      func(items, failed int, err error)
 }
 
 // Outcome is what Elasticsearch did with one item.
@@ -107,7 +110,7 @@ func (ix *Index) NewWriter(opts WriterOpts) (*Writer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Writer{index: opts.Index, requireAlias: opts.Index == ""}
+	w := &Writer{ix: ix, index: opts.Index, requireAlias: opts.Index == "", observe: opts.ObserveBulkFunc}
 	if w.requireAlias {
 		w.index = ix.alias
 	}
@@ -119,8 +122,7 @@ func (ix *Index) NewWriter(opts WriterOpts) (*Writer, error) {
 		FlushBytes:    opts.FlushBytes,
 		// Callers keep adding while a request is in flight; they join the next batch instead of waiting.
 		QueueSizeMultiplier: 1024,
-		// Only what the callbacks read: less for Elasticsearch to write and for us to parse.
-		FilterPath: []string{"errors", "items.*.status", "items.*.result", "items.*._version", "items.*.error.type", "items.*.error.reason"},
+		FilterPath:          filterPath,
 		// The indexer sends with a background context: bound each request here, so that a cluster that never
 		// answers fails the batch (and its jobs retry) instead of holding it forever.
 		OnFlushStart: func(ctx context.Context) context.Context {
@@ -203,6 +205,85 @@ func (w *Writer) do(ctx context.Context, action string, id uuid.UUID, version in
 		// The item may still be sent; that is harmless, since its version decides whether it lands.
 		return 0, fmt.Errorf("wait for %s of %s: %w", action, id, ctx.Err())
 	}
+}
+
+// Write is one item of WriteMany: the document to index at its revision, or, without one, the delete of
+// the document of ID at Revision.
+type Write struct {
+	ID       uuid.UUID
+	Revision int64
+	Doc      *Document
+}
+
+// filterPath is the part of a bulk answer the writer reads: less for Elasticsearch to write and for us to
+// parse.
+var filterPath = []string{"errors", "items.*.status", "items.*.result", "items.*._version", "items.*.error.type", "items.*.error.reason"}
+
+// WriteMany sends writes in one bulk request of their own, at once, as Put and Delete would each: outcomes[i]
+// and errs[i] are what Put or Delete returns for writes[i]. It is for a caller that has a batch in hand (a
+// reconcile page's documents): it need not wait for others to fill a shared request or for FlushInterval.
+// err is set when the request failed as a whole, and then nothing is known about any item.
+func (w *Writer) WriteMany(ctx context.Context, writes []Write) (outcomes []Outcome, errs []error, err error) {
+	if len(writes) == 0 {
+		return nil, nil, nil
+	}
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	actions := make([]string, len(writes))
+	for i, wr := range writes {
+		actions[i] = "index"
+		if wr.Doc == nil {
+			actions[i] = "delete"
+		}
+		meta := map[string]bulkMeta{actions[i]: {
+			Index: w.index, ID: wr.ID.String(), Version: wr.Revision, VersionType: "external", RequireAlias: w.requireAlias,
+		}}
+		if err := enc.Encode(meta); err != nil {
+			return nil, nil, fmt.Errorf("encode bulk item %s: %w", wr.ID, err)
+		}
+		if wr.Doc != nil {
+			if err := enc.Encode(wr.Doc); err != nil {
+				return nil, nil, fmt.Errorf("encode document %s: %w", wr.ID, err)
+			}
+		}
+	}
+	var res esutil.BulkIndexerResponse
+	req := esapi.BulkRequest{Body: &body, FilterPath: filterPath}
+	if err := w.ix.perform(ctx, req, &res); err != nil {
+		if w.observe != nil {
+			w.observe(0, 0, err)
+		}
+		return nil, nil, fmt.Errorf("bulk request of %d items: %w", len(writes), err)
+	}
+	if len(res.Items) != len(writes) {
+		return nil, nil, fmt.Errorf("bulk request of %d items: Elasticsearch answered %d", len(writes), len(res.Items))
+	}
+	outcomes, errs = make([]Outcome, len(writes)), make([]error, len(writes))
+	failed := 0
+	for i, item := range res.Items {
+		r := item[actions[i]]
+		if r.Error.Type == "" && r.Status <= 201 {
+			outcomes[i] = Written
+			continue
+		}
+		if outcomes[i], errs[i] = w.failure(actions[i], r, nil); errs[i] != nil {
+			errs[i] = fmt.Errorf("%s %s at version %d: %w", actions[i], writes[i].ID, writes[i].Revision, errs[i])
+			failed++
+		}
+	}
+	if w.observe != nil {
+		w.observe(len(res.Items), failed, nil)
+	}
+	return outcomes, errs, nil
+}
+
+// bulkMeta is the action line of a bulk item, as esutil.BulkIndexer writes it.
+type bulkMeta struct {
+	Index        string `json:"_index"`
+	ID           string `json:"_id"`
+	Version      int64  `json:"version"`
+	VersionType  string `json:"version_type"`
+	RequireAlias bool   `json:"require_alias,omitempty"`
 }
 
 // failure sorts a failed item into the answers that are success in disguise and real errors.

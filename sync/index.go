@@ -141,14 +141,30 @@ func (w *IndexWorker) write(ctx context.Context, p Profile) (search.Outcome, err
 		outcome, err = w.writer.Delete(ctx, p.IdentityID, p.Revision)
 	} else {
 		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
-		if err == nil && outcome == search.Stale {
-			outcome, err = w.overtakeForeignDelete(ctx, p)
-		}
+	}
+	return w.settle(ctx, p, outcome, err)
+}
+
+// settle completes the write of p's document, which Elasticsearch answered with outcome (or err): a
+// document refused as stale may be held back by a foreign delete, and a written one ends the sync lag.
+func (w *IndexWorker) settle(ctx context.Context, p Profile, outcome search.Outcome, err error) (search.Outcome, error) {
+	if err == nil && outcome == search.Stale && p.DeletedAt == nil {
+		outcome, err = w.overtakeForeignDelete(ctx, p)
 	}
 	if err == nil && outcome == search.Written && w.lag != nil {
 		w.lag(time.Since(p.SyncedAt))
 	}
 	return outcome, err
+}
+
+// writeOf is the write that brings p's document in step with p.
+func writeOf(p Profile) search.Write {
+	wr := search.Write{ID: p.IdentityID, Revision: p.Revision}
+	if p.DeletedAt == nil {
+		doc := DocumentFromProfile(p)
+		wr.Doc = &doc
+	}
+	return wr
 }
 
 // overtakeForeignDelete handles a Put refused as stale. Usually a newer revision got there first, and there

@@ -4,21 +4,23 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+
+	"github.com/kratos-hooks/kratos-hooks/search"
 )
 
-// QueueIndexBatch is the River queue of IndexBatchArgs. Each of its jobs writes many documents at once
-// through the shared bulk writer, so few run at a time (IndexBatchWorkers): the documents of a backfill
-// wait in the queue, not in the writer under their jobs' timeout.
+// QueueIndexBatch is the River queue of IndexBatchArgs. Each of its jobs writes many documents in a bulk
+// request of its own, so few run at a time (IndexBatchWorkers): the documents of a backfill wait in the
+// queue, not in Elasticsearch's write queue under their jobs' timeout.
 const QueueIndexBatch = "index_batch"
 
-// IndexBatchWorkers is how many IndexBatchArgs jobs a process works at once. With reconcile's pages of 500,
-// 4 jobs keep 2,000 documents in the writer: enough to send full bulk requests back to back.
+// IndexBatchWorkers is how many IndexBatchArgs jobs a process works at once: with reconcile's pages of 500,
+// up to 4 bulk requests of 500 documents in flight, enough to keep Elasticsearch writing while each job
+// reads its rows.
 const IndexBatchWorkers = 4
 
 // IndexBatchArgs is IndexArgs for many profiles: each one's document is brought in step with its row, as an
@@ -61,13 +63,19 @@ func (w *IndexBatchWorker) Work(ctx context.Context, job *river.Job[IndexBatchAr
 	if err != nil {
 		return err
 	}
-	// All at once: they share bulk requests, and each Put waits for its own.
-	errs := make([]error, len(profiles))
-	var wg sync.WaitGroup
+	// In one bulk request of their own, sent now: the batch is all there is to wait for.
+	writes := make([]search.Write, len(profiles))
 	for i, p := range profiles {
-		wg.Go(func() { _, errs[i] = w.index.write(ctx, p) })
+		writes[i] = writeOf(p)
 	}
-	wg.Wait()
+	outcomes, errs, err := w.index.writer.WriteMany(ctx, writes)
+	if err != nil {
+		// Nothing is known about any document: the whole batch again.
+		return fmt.Errorf("index %d profiles: %w", len(profiles), err)
+	}
+	for i, p := range profiles {
+		_, errs[i] = w.index.settle(ctx, p, outcomes[i], errs[i])
+	}
 
 	var failed []uuid.UUID
 	var firstErr error
