@@ -159,8 +159,11 @@ func runReconcile(ctx context.Context, e *environment, f reconcileFlags) (reconc
 	if err := migrations.Check(ctx, pool); err != nil {
 		return reconcile.Report{}, nil, fmt.Errorf("database not ready: %w", err)
 	}
-	// Insert-only: the jobs are worked by serve's workers.
-	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	// Insert-only: the jobs are worked by serve's workers. Such a client fetches nothing, and its FetchCooldown
+	// only spaces out the notifications of its inserts: at River's default (100 ms) the index job of a page
+	// written soon after the one before goes unnoticed until the workers poll (every second), which is most of
+	// the time between a backfill's end and its last document being searchable.
+	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger, FetchCooldown: river.FetchCooldownMin})
 	if err != nil {
 		return reconcile.Report{}, nil, fmt.Errorf("river client: %w", err)
 	}
