@@ -138,6 +138,30 @@ func TestMapBatch_FailingIdentityFailsAlone(t *testing.T) {
 	}
 }
 
+// A number beyond what a float64 holds (Kratos stores traits as JSON, and Postgres's jsonb takes any
+// number) fails only a mapping that reads it, not the identity.
+func TestMapBatch_ANumberTooLargeForJsonnetFailsOnlyAMappingThatReadsIt(t *testing.T) {
+	t.Parallel()
+	idents := [][]byte{
+		[]byte(`{"id":"a","traits":{"email":"a@example.com","score":1e400}}`),
+		[]byte(`{"id":"b","traits":{"email":"b@example.com","score":1}}`),
+	}
+	def, err := jsonnet.NewMapper("profile.jsonnet", jsonnet.DefaultProfileMapping)
+	require.NoError(t, err)
+	requireSameAsMap(t, def, idents)
+	fields, errs := def.MapBatch(idents)
+	require.NoError(t, errs[0])
+	require.Equal(t, "a@example.com", *fields[0].Email)
+
+	reads, err := jsonnet.NewMapper("mine.jsonnet", []byte(`function(identity) { attributes: { score: identity.traits.score } }`))
+	require.NoError(t, err)
+	requireSameAsMap(t, reads, idents)
+	fields, errs = reads.MapBatch(idents)
+	require.ErrorContains(t, errs[0], "mine.jsonnet")
+	require.NoError(t, errs[1])
+	require.Equal(t, map[string]any{"score": float64(1)}, fields[1].Attributes)
+}
+
 func TestMapBatch_ParameterNotCalledIdentity(t *testing.T) {
 	t.Parallel()
 	m, err := jsonnet.NewMapper("mine.jsonnet", []byte(`function(ident) { email: ident.traits.email }`))

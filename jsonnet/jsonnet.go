@@ -80,13 +80,20 @@ func (e *MappingError) Unwrap() error { return e.Err }
 
 // Map evaluates the mapping with identityJSON (a Kratos identity) as its argument `identity`.
 func (m *Mapper) Map(identityJSON []byte) (Fields, error) {
-	identity, err := decodeIdentity(identityJSON)
-	if err != nil {
-		return Fields{}, &MappingError{Mapping: m.name, Err: err}
-	}
 	vm := m.vms.Get().(*vm)
 	defer m.vms.Put(vm)
-	vm.TLANode("identity", m.identity)
+	identity, err := decodeIdentity(identityJSON)
+	switch {
+	case err == nil:
+		vm.TLANode("identity", m.identity)
+	case json.Valid(identityJSON):
+		// JSON whose numbers do not all fit a float64 (beyond ±1.8e308): handed over as source, which Jsonnet
+		// parses lazily, so that such a number fails only a mapping that reads it. MapBatch comes here too,
+		// for the identities it could not decode.
+		vm.TLACode("identity", string(identityJSON))
+	default:
+		return Fields{}, &MappingError{Mapping: m.name, Err: err}
+	}
 	out, err := vm.evaluate(m.node, identity)
 	if err != nil {
 		// The formatter adds the file position and Jsonnet stack trace.
