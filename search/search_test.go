@@ -44,6 +44,28 @@ func (b *testBundle) writer(t *testing.T, opts search.WriterOpts) *search.Writer
 	return w
 }
 
+// tooDeep is a document the index refuses for good: traits deeper than a flattened field takes
+// (depth_limit 20).
+func tooDeep(id uuid.UUID) search.Document {
+	deep := `"leaf"`
+	for range 25 {
+		deep = `{"x":` + deep + `}`
+	}
+	d := doc(id, 1, "Too Deep", "deep@example.com")
+	d.Traits = json.RawMessage(deep)
+	return d
+}
+
+// setupCounted is setup behind a proxy that counts bulk requests, with the index made.
+func setupCounted(t *testing.T) (*testBundle, *testenv.CountingProxy) {
+	t.Helper()
+	proxy := testenv.NewCountingProxy(t, testenv.Elasticsearch(t).URL)
+	b := setup(t, proxy.URL)
+	_, err := b.index.Ensure(testenv.Context(t))
+	require.NoError(t, err)
+	return b, proxy
+}
+
 func ptr[T any](v T) *T { return &v }
 
 func doc(id uuid.UUID, rev int64, name, email string) search.Document {
@@ -368,13 +390,8 @@ func TestWriter_ADocumentTheMappingRefusesIsAPermanentItemError(t *testing.T) {
 	require.NoError(t, err)
 	w := b.writer(t, search.WriterOpts{FlushInterval: 10 * time.Millisecond})
 
-	// Deeper than a flattened field takes (depth_limit 20), sharing a request with a good document.
-	deep := `"leaf"`
-	for range 25 {
-		deep = `{"x":` + deep + `}`
-	}
-	bad := doc(uuid.New(), 1, "Too Deep", "deep@example.com")
-	bad.Traits = json.RawMessage(deep)
+	// Sharing a request with a good document.
+	bad := tooDeep(uuid.New())
 	good := doc(uuid.New(), 1, "Fine", "fine@example.com")
 	var wg sync.WaitGroup
 	var badErr, goodErr error
@@ -392,12 +409,8 @@ func TestWriter_ADocumentTheMappingRefusesIsAPermanentItemError(t *testing.T) {
 // answer Put or Delete would give it, and one refused item fails only itself.
 func TestWriter_WriteManySendsABatchAtOnceAndAnswersEachItem(t *testing.T) {
 	t.Parallel()
-	es := testenv.Elasticsearch(t)
-	proxy := testenv.NewCountingProxy(t, es.URL)
-	b := setup(t, proxy.URL)
+	b, proxy := setupCounted(t)
 	ctx := testenv.Context(t)
-	_, err := b.index.Ensure(ctx)
-	require.NoError(t, err)
 	// An hour: WriteMany must not go through the interval-flushed requests Put shares.
 	w := b.writer(t, search.WriterOpts{FlushInterval: time.Hour})
 
@@ -408,12 +421,7 @@ func TestWriter_WriteManySendsABatchAtOnceAndAnswersEachItem(t *testing.T) {
 		require.NoError(t, errs[0])
 		require.Equal(t, search.Written, outcomes[0])
 	}
-	deep := `"leaf"`
-	for range 25 {
-		deep = `{"x":` + deep + `}`
-	}
-	bad := doc(uuid.New(), 1, "Too Deep", "deep@example.com")
-	bad.Traits = json.RawMessage(deep)
+	bad := tooDeep(uuid.New())
 	stale := doc(newer, 3, "Revision Three", "three@example.com")
 	good := doc(fresh, 2, "Fine", "fine@example.com")
 	before := proxy.Bulks()
@@ -465,4 +473,30 @@ func TestWriter_WriteManyFailsAsAWholeWhenTheClusterIsUnreachable(t *testing.T) 
 	require.Error(t, err)
 	require.Nil(t, outcomes)
 	require.Nil(t, errs)
+}
+
+// A batch larger than WriteManyBytes goes out in several requests, each within the bound, and every item
+// is answered.
+func TestWriter_WriteManySplitsABatchLargerThanItsBound(t *testing.T) {
+	t.Parallel()
+	b, proxy := setupCounted(t)
+	ctx := testenv.Context(t)
+	w := b.writer(t, search.WriterOpts{WriteManyBytes: 4 << 10})
+
+	writes := make([]search.Write, 40)
+	for i := range writes {
+		d := doc(uuid.New(), 1, fmt.Sprintf("Person %d", i), fmt.Sprintf("p%d@example.com", i))
+		writes[i] = search.Write{ID: d.IdentityID, Revision: 1, Doc: &d}
+	}
+	before := proxy.Bulks()
+	outcomes, errs, err := w.WriteMany(ctx, writes)
+	require.NoError(t, err)
+	for i := range writes {
+		require.NoError(t, errs[i])
+		require.Equal(t, search.Written, outcomes[i], "item %d", i)
+	}
+	require.GreaterOrEqual(t, proxy.Bulks()-before, int64(3), "40 documents of some 400 bytes in requests of at most 4 KiB")
+	versions, err := b.index.DocumentVersions(ctx, []uuid.UUID{writes[0].ID, writes[39].ID})
+	require.NoError(t, err)
+	require.Len(t, versions, 2)
 }

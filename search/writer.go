@@ -28,6 +28,10 @@ type WriterOpts struct {
 	// queue's MaxWorkers), or every request waits for FlushInterval: 1,000 small profiles make about 500 KiB.
 	// Default 256 KiB: 200 to 500 profiles, a request Elasticsearch takes in tens of milliseconds.
 	FlushBytes int
+	// WriteManyBytes is the most a request of WriteMany carries (at least one item each). Default 8 MiB, well
+	// below Elasticsearch's http.max_content_length (100 MB): a page of identities with large traits goes
+	// out in several requests.
+	WriteManyBytes int
 	// Requests is how many bulk requests may be in flight at once. Each fills its own batch, so more of them
 	// means smaller batches. Default 1.
 	Requests int
@@ -39,14 +43,15 @@ type WriterOpts struct {
 }
 
 // Writer sends documents to Elasticsearch in bulk requests shared by all its callers: Put and Delete block
-// until their own item is acknowledged, while many callers' items travel in one request. It is safe for
-// concurrent use.
+// until their own item is acknowledged, while many callers' items travel in one request. WriteMany sends a
+// batch a caller has in hand in requests of its own. It is safe for concurrent use.
 type Writer struct {
 	bi           esutil.BulkIndexer
 	ix           *Index
 	index        string
 	requireAlias bool
 	observe      func(items, failed int, err error)
+	maxBatch     int // WriterOpts.WriteManyBytes
 }
 
 // Outcome is what Elasticsearch did with one item.
@@ -104,13 +109,16 @@ func (ix *Index) NewWriter(opts WriterOpts) (*Writer, error) {
 	if opts.FlushBytes <= 0 {
 		opts.FlushBytes = 256 << 10
 	}
+	if opts.WriteManyBytes <= 0 {
+		opts.WriteManyBytes = 8 << 20
+	}
 	if opts.Requests <= 0 {
 		opts.Requests = 1
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Writer{ix: ix, index: opts.Index, requireAlias: opts.Index == "", observe: opts.ObserveBulkFunc}
+	w := &Writer{ix: ix, index: opts.Index, requireAlias: opts.Index == "", observe: opts.ObserveBulkFunc, maxBatch: opts.WriteManyBytes}
 	if w.requireAlias {
 		w.index = ix.alias
 	}
@@ -215,66 +223,101 @@ type Write struct {
 	Doc      *Document
 }
 
+func (wr Write) action() string {
+	if wr.Doc == nil {
+		return "delete"
+	}
+	return "index"
+}
+
 // filterPath is the part of a bulk answer the writer reads: less for Elasticsearch to write and for us to
 // parse.
 var filterPath = []string{"errors", "items.*.status", "items.*.result", "items.*._version", "items.*.error.type", "items.*.error.reason"}
 
-// WriteMany sends writes in one bulk request of their own, at once, as Put and Delete would each: outcomes[i]
-// and errs[i] are what Put or Delete returns for writes[i]. It is for a caller that has a batch in hand (a
-// reconcile page's documents): it need not wait for others to fill a shared request or for FlushInterval.
-// err is set when the request failed as a whole, and then nothing is known about any item.
+// WriteMany sends writes at once, in bulk requests of their own (one, unless they exceed WriteManyBytes), and
+// answers each as Put or Delete would: outcomes[i] and errs[i] are what Put or Delete returns for writes[i].
+// It is for a caller that has a batch in hand (a reconcile page's documents), which need not wait for
+// others to fill a shared request or for FlushInterval. err is set when a request failed as a whole: then
+// nothing is known about the items not answered yet, and none of the answers is returned.
 func (w *Writer) WriteMany(ctx context.Context, writes []Write) (outcomes []Outcome, errs []error, err error) {
-	if len(writes) == 0 {
-		return nil, nil, nil
-	}
+	outcomes, errs = make([]Outcome, len(writes)), make([]error, len(writes))
 	var body bytes.Buffer
-	enc := json.NewEncoder(&body)
-	actions := make([]string, len(writes))
+	var sent []int // the writes in body, in order
 	for i, wr := range writes {
-		actions[i] = "index"
-		if wr.Doc == nil {
-			actions[i] = "delete"
+		item, err := w.bulkItem(wr)
+		if err != nil {
+			errs[i] = err
+			continue
 		}
-		meta := map[string]bulkMeta{actions[i]: {
-			Index: w.index, ID: wr.ID.String(), Version: wr.Revision, VersionType: "external", RequireAlias: w.requireAlias,
-		}}
-		if err := enc.Encode(meta); err != nil {
-			return nil, nil, fmt.Errorf("encode bulk item %s: %w", wr.ID, err)
-		}
-		if wr.Doc != nil {
-			if err := enc.Encode(wr.Doc); err != nil {
-				return nil, nil, fmt.Errorf("encode document %s: %w", wr.ID, err)
+		if len(sent) > 0 && body.Len()+len(item) > w.maxBatch {
+			if err := w.bulk(ctx, &body, writes, sent, outcomes, errs); err != nil {
+				return nil, nil, err
 			}
+			body.Reset()
+			sent = sent[:0]
+		}
+		body.Write(item)
+		sent = append(sent, i)
+	}
+	if len(sent) > 0 {
+		if err := w.bulk(ctx, &body, writes, sent, outcomes, errs); err != nil {
+			return nil, nil, err
 		}
 	}
+	return outcomes, errs, nil
+}
+
+// bulkItem is a write's action line and, for an index, its document, as NDJSON.
+func (w *Writer) bulkItem(wr Write) ([]byte, error) {
+	meta, err := json.Marshal(map[string]bulkMeta{wr.action(): {
+		Index: w.index, ID: wr.ID.String(), Version: wr.Revision, VersionType: "external", RequireAlias: w.requireAlias,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("encode bulk item %s: %w", wr.ID, err)
+	}
+	item := append(meta, '\n')
+	if wr.Doc != nil {
+		doc, err := json.Marshal(wr.Doc)
+		if err != nil {
+			return nil, fmt.Errorf("encode document %s: %w", wr.ID, err)
+		}
+		item = append(append(item, doc...), '\n')
+	}
+	return item, nil
+}
+
+// bulk sends body, the items of writes[sent[0]], writes[sent[1]], ..., and records each answer in outcomes
+// and errs.
+func (w *Writer) bulk(ctx context.Context, body *bytes.Buffer, writes []Write, sent []int, outcomes []Outcome, errs []error) error {
 	var res esutil.BulkIndexerResponse
-	req := esapi.BulkRequest{Body: &body, FilterPath: filterPath}
-	if err := w.ix.perform(ctx, req, &res); err != nil {
+	err := w.ix.perform(ctx, esapi.BulkRequest{Body: body, FilterPath: filterPath}, &res)
+	if err == nil && len(res.Items) != len(sent) {
+		err = fmt.Errorf("Elasticsearch answered %d items", len(res.Items))
+	}
+	if err != nil {
 		if w.observe != nil {
 			w.observe(0, 0, err)
 		}
-		return nil, nil, fmt.Errorf("bulk request of %d items: %w", len(writes), err)
+		return fmt.Errorf("bulk request of %d items: %w", len(sent), err)
 	}
-	if len(res.Items) != len(writes) {
-		return nil, nil, fmt.Errorf("bulk request of %d items: Elasticsearch answered %d", len(writes), len(res.Items))
-	}
-	outcomes, errs = make([]Outcome, len(writes)), make([]error, len(writes))
 	failed := 0
-	for i, item := range res.Items {
-		r := item[actions[i]]
+	for j, item := range res.Items {
+		i := sent[j]
+		action := writes[i].action()
+		r := item[action]
 		if r.Error.Type == "" && r.Status <= 201 {
 			outcomes[i] = Written
 			continue
 		}
-		if outcomes[i], errs[i] = w.failure(actions[i], r, nil); errs[i] != nil {
-			errs[i] = fmt.Errorf("%s %s at version %d: %w", actions[i], writes[i].ID, writes[i].Revision, errs[i])
+		if outcomes[i], errs[i] = w.failure(action, r, nil); errs[i] != nil {
+			errs[i] = fmt.Errorf("%s %s at version %d: %w", action, writes[i].ID, writes[i].Revision, errs[i])
 			failed++
 		}
 	}
 	if w.observe != nil {
 		w.observe(len(res.Items), failed, nil)
 	}
-	return outcomes, errs, nil
+	return nil
 }
 
 // bulkMeta is the action line of a bulk item, as esutil.BulkIndexer writes it.
@@ -347,7 +390,7 @@ type Stats struct {
 	Busy time.Duration
 }
 
-// Stats returns counts since the writer started.
+// Stats returns counts since the writer started, of the requests Put and Delete share (not WriteMany's).
 func (w *Writer) Stats() Stats {
 	s := w.bi.Stats()
 	return Stats{Requests: s.NumRequests, Items: s.NumAdded, Failed: s.NumFailed, Busy: time.Duration(s.FlushedMs) * time.Millisecond}
