@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -151,10 +152,53 @@ func (w *IndexWorker) settle(ctx context.Context, p Profile, outcome search.Outc
 	if err == nil && outcome == search.Stale && p.DeletedAt == nil {
 		outcome, err = w.overtakeForeignDelete(ctx, p)
 	}
+	w.observeLag(p, outcome, err)
+	return outcome, err
+}
+
+// observeLag ends p's sync lag when its document was written.
+func (w *IndexWorker) observeLag(p Profile, outcome search.Outcome, err error) {
 	if err == nil && outcome == search.Written && w.lag != nil {
 		w.lag(time.Since(p.SyncedAt))
 	}
-	return outcome, err
+}
+
+// settleMany is settle for a batch's answers (outcomes[i] and errs[i] for profiles[i], updated in place):
+// the documents refused as stale are looked up in one request, and those a foreign delete holds back are
+// raised past it at the same time.
+func (w *IndexWorker) settleMany(ctx context.Context, profiles []Profile, outcomes []search.Outcome, errs []error) {
+	var stale []uuid.UUID
+	for i, p := range profiles {
+		if errs[i] == nil && outcomes[i] == search.Stale && p.DeletedAt == nil {
+			stale = append(stale, p.IdentityID)
+		}
+	}
+	var versions map[uuid.UUID]int64
+	if len(stale) > 0 {
+		var err error
+		if versions, err = w.index.DocumentVersions(ctx, stale); err != nil {
+			for i, p := range profiles {
+				if errs[i] == nil && outcomes[i] == search.Stale && p.DeletedAt == nil {
+					errs[i] = err
+				}
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for i, p := range profiles {
+		if errs[i] != nil {
+			continue
+		}
+		if _, found := versions[p.IdentityID]; outcomes[i] == search.Stale && p.DeletedAt == nil && !found {
+			wg.Go(func() {
+				outcomes[i], errs[i] = w.raisePastForeignDelete(ctx, p)
+				w.observeLag(p, outcomes[i], errs[i])
+			})
+			continue
+		}
+		w.observeLag(p, outcomes[i], errs[i])
+	}
+	wg.Wait()
 }
 
 // writeOf is the write that brings p's document in step with p.
@@ -180,6 +224,12 @@ func (w *IndexWorker) overtakeForeignDelete(ctx context.Context, p Profile) (sea
 	if _, found := versions[p.IdentityID]; found {
 		return search.Stale, nil
 	}
+	return w.raisePastForeignDelete(ctx, p)
+}
+
+// raisePastForeignDelete raises p's revision past a foreign delete that holds its document back, and
+// writes the document at the new revision.
+func (w *IndexWorker) raisePastForeignDelete(ctx context.Context, p Profile) (search.Outcome, error) {
 	for range 3 {
 		rev, ok, err := bumpRevision(ctx, w.pool, p.IdentityID, p.Revision)
 		if err != nil || !ok {

@@ -73,9 +73,7 @@ func (w *IndexBatchWorker) Work(ctx context.Context, job *river.Job[IndexBatchAr
 		// Nothing is known about any document: the whole batch again.
 		return fmt.Errorf("index %d profiles: %w", len(profiles), err)
 	}
-	for i, p := range profiles {
-		_, errs[i] = w.index.settle(ctx, p, outcomes[i], errs[i])
-	}
+	w.index.settleMany(ctx, profiles, outcomes, errs)
 
 	var failed []uuid.UUID
 	var firstErr error

@@ -2,6 +2,7 @@ package sync_test
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -13,19 +14,25 @@ import (
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
+// people makes n profiles, "Person 0" to "Person n-1", at revision 1, and returns their ids in that order.
+func (b *indexBundle) people(t *testing.T, n int) []uuid.UUID {
+	t.Helper()
+	ids := make([]uuid.UUID, n)
+	for i := range ids {
+		ids[i] = uuid.New()
+		_, err := profilesync.UpsertProfile(testenv.Context(t), b.db.Pool, profile(ids[i], fmt.Sprint("Person ", i)))
+		require.NoError(t, err)
+	}
+	return ids
+}
+
 // An index batch writes each profile's document as an index job does: a live profile at its revision, a
 // tombstone's document deleted, nothing for an id without a row.
 func TestIndexBatchWorker_WritesEachProfileAsTheIndexWorkerDoes(t *testing.T) {
 	t.Parallel()
 	b := setupIndex(t, indexOpts{})
 	ctx := testenv.Context(t)
-	var live []uuid.UUID
-	for i := range 30 {
-		id := uuid.New()
-		_, err := profilesync.UpsertProfile(ctx, b.db.Pool, profile(id, fmt.Sprint("Person ", i)))
-		require.NoError(t, err)
-		live = append(live, id)
-	}
+	live := b.people(t, 30)
 	// One profile changed twice more (revision 3), one deleted after its document was written.
 	changed, deleted := live[0], live[1]
 	for _, name := range []string{"Changed Once", "Changed Twice"} {
@@ -94,4 +101,46 @@ WHERE kind = 'index_profile' AND args->>'identity_id' = $1 AND metadata @> '{"re
 	require.Equal(t, 3, priority)
 	require.Equal(t, "reconcile", tags)
 	require.False(t, b.doc(t, bad).Found)
+}
+
+// Documents someone deleted by hand, with Elasticsearch's internal versioning (which puts the delete's
+// version past the profile's revision), come back with the next batch: each is written at a revision raised
+// past the delete. The documents that were fine are left as they are, and nothing is handed on.
+func TestIndexBatchWorker_DocumentsDeletedByHandComeBack(t *testing.T) {
+	t.Parallel()
+	b := setupIndex(t, indexOpts{})
+	ctx := testenv.Context(t)
+	ids := b.people(t, 6)
+	res, err := b.jobs.Insert(ctx, profilesync.IndexBatchArgs{IdentityIDs: ids}, nil)
+	require.NoError(t, err)
+	b.waitCompleted(t, res.Job.ID)
+
+	deletedByHand := ids[:3]
+	for _, id := range deletedByHand {
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, b.es.URL+"/"+b.es.Alias+"/_doc/"+id.String(), nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.False(t, b.doc(t, id).Found)
+	}
+
+	res, err = b.jobs.Insert(ctx, profilesync.IndexBatchArgs{IdentityIDs: ids}, nil)
+	require.NoError(t, err)
+	b.waitCompleted(t, res.Job.ID)
+	for _, id := range deletedByHand {
+		d := b.doc(t, id)
+		require.True(t, d.Found, id)
+		require.Greater(t, d.Version, int64(2), "past the delete's version")
+		p, err := profilesync.GetProfile(ctx, b.db.Pool, id)
+		require.NoError(t, err)
+		require.Equal(t, d.Version, p.Revision, "the row's revision was raised with it")
+	}
+	for _, id := range ids[3:] {
+		require.EqualValues(t, 1, b.doc(t, id).Version)
+	}
+	var handedOn int
+	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'index_profile'`).Scan(&handedOn))
+	require.Zero(t, handedOn)
 }
