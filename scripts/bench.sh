@@ -9,7 +9,9 @@ cd "$KH_ROOT"
 
 # The code measured: taken now, as the benchmarks start (docs/benchmarks.md, rewritten at the end, aside).
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- . ':!docs/benchmarks.md' 2>/dev/null || commit="$commit (with uncommitted changes)"
+if [ -n "$(git status --porcelain -- . ':!docs/benchmarks.md' 2>/dev/null)" ]; then
+  commit="$commit (with uncommitted changes)"
+fi
 
 run_dir="$(mktemp -d "${TMPDIR:-/tmp}/kratos-hooks-bench.XXXXXX")"
 chmod 755 "$run_dir"
