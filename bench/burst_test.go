@@ -226,7 +226,7 @@ func burstOnce(ctx context.Context, b *testing.B, kr *testenv.Kratos, newBody fu
 		default:
 		}
 		if time.Now().After(deadline) {
-			count, err := esCount(ctx, es.URL, es.Alias)
+			count, err := testenv.CountDocs(ctx, es.URL, es.Alias)
 			b.Fatalf("not done after 10 minutes: %d profiles in Postgres, %d documents searchable (%v)", inPostgres, count, err)
 		}
 		searchable := 0
@@ -235,7 +235,7 @@ func burstOnce(ctx context.Context, b *testing.B, kr *testenv.Kratos, newBody fu
 				r.inPostgres = time.Since(start)
 			}
 		}
-		if count, err := esCount(ctx, es.URL, es.Alias); err == nil {
+		if count, err := testenv.CountDocs(ctx, es.URL, es.Alias); err == nil {
 			if searchable = count; count >= burstSize && r.inPostgres != 0 {
 				r.searchable = time.Since(start)
 			}

@@ -67,7 +67,7 @@ FROM profiles WHERE deleted_at IS NULL ORDER BY identity_id`)
 	}
 	esDo(ctx, b, http.MethodPost, es.URL+"/"+index+"/_refresh", nil)
 	took := time.Since(start)
-	if c, err := esCount(ctx, es.URL, index); err != nil || c != want {
+	if c, err := testenv.CountDocs(ctx, es.URL, index); err != nil || c != want {
 		b.Fatalf("_bulk floor: %d of %d documents searchable (%v)", c, want, err)
 	}
 	return took
@@ -101,24 +101,4 @@ func esRefresh(ctx context.Context, base, index string) error {
 		return fmt.Errorf("_refresh on %s: %d", index, resp.StatusCode)
 	}
 	return nil
-}
-
-// esCount is how many documents a search on index finds now.
-func esCount(ctx context.Context, base, index string) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+index+"/_count", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("_count on %s: %d", index, resp.StatusCode)
-	}
-	var c struct {
-		Count int `json:"count"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
-		return 0, err
-	}
-	return c.Count, nil
 }

@@ -223,7 +223,7 @@ func reconcileOnce(b *testing.B, bin string, k *testenv.Kratos, n int) reconcile
 					b.Logf("refresh: %v", err)
 				}
 			}
-			if c, err := esCount(ctx, es.URL, es.Alias); err == nil && c >= n {
+			if c, err := testenv.CountDocs(ctx, es.URL, es.Alias); err == nil && c >= n {
 				searchable <- time.Since(start)
 				return
 			}
@@ -238,7 +238,7 @@ func reconcileOnce(b *testing.B, bin string, k *testenv.Kratos, n int) reconcile
 	select {
 	case r.backfill = <-searchable:
 	case <-time.After(15 * time.Minute):
-		c, err := esCount(ctx, es.URL, es.Alias)
+		c, err := testenv.CountDocs(ctx, es.URL, es.Alias)
 		b.Fatalf("backfill: %d of %d documents in the index after 15 minutes (%v)", c, n, err)
 	}
 	r.serveCPU = processCPU(svc.cmd.Process.Pid) - serveCPU

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -124,7 +123,7 @@ SELECT h, f::uuid, decode(s, 'hex'), i::uuid FROM unnest($1::text[], $2::text[],
 				inPostgres = time.Since(start)
 			}
 		}
-		if inPostgres != 0 && esCount(t, es) >= n {
+		if inPostgres != 0 && docs(t, es) >= n {
 			break
 		}
 		require.Less(t, time.Since(start), 10*time.Minute)
@@ -141,13 +140,11 @@ SELECT h, f::uuid, decode(s, 'hex'), i::uuid FROM unnest($1::text[], $2::text[],
 	t.Logf("CPU: %s", cpu)
 }
 
-func esCount(t *testing.T, es testenv.ElasticsearchIndex) int {
-	resp, err := http.Get(es.URL + "/" + es.Alias + "/_count")
+// docs is how many documents the index holds now.
+func docs(t *testing.T, es testenv.ElasticsearchIndex) int {
+	n, err := testenv.CountDocs(testenv.Context(t), es.URL, es.Alias)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	var c struct{ Count int }
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&c))
-	return c.Count
+	return n
 }
 
 func envInt(name string, def int) int {

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -96,6 +97,30 @@ func GetDoc(base, index, id string) (ESDoc, error) {
 		return ESDoc{}, fmt.Errorf("GET %s/_doc/%s: %w", index, id, err)
 	}
 	return d, nil
+}
+
+// CountDocs is how many documents a search on index (an alias or an index) finds now, read straight from
+// Elasticsearch.
+func CountDocs(ctx context.Context, base, index string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+index+"/_count", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("_count on %s: %d", index, resp.StatusCode)
+	}
+	var c struct {
+		Count int `json:"count"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		return 0, fmt.Errorf("_count on %s: %w", index, err)
+	}
+	return c.Count, nil
 }
 
 // CountingProxy forwards everything to an Elasticsearch and counts the requests by path, so that a test can
