@@ -15,7 +15,8 @@ import (
 const batchSource = `local mapping = null;
 [if std.isFunction(mapping) then mapping(identity=identity) else mapping for identity in ` + inputSource + `]`
 
-// batchProgram is batchSource around the mapping's program. It is parsed under the mapping's name, so that
+// batchProgram is batchSource around the mapping's program, built once by NewMapper (evaluations only read
+// it, as they read the mapping's own). It is parsed under the mapping's name, so that
 // the mapping sees the std.thisFile it sees in Map, and its AST is the mapping's own (no second parse).
 // A user's mapping cannot refer to the variable mapping: NewMapper's static analysis refuses unknown
 // variables.
@@ -62,10 +63,6 @@ func (m *Mapper) MapBatch(identitiesJSON [][]byte) (fields []Fields, errs []erro
 // mapBatch is the one evaluation. It returns false when that failed as a whole: fields and errs are then
 // to be filled one by one.
 func (m *Mapper) mapBatch(identitiesJSON [][]byte, fields []Fields, errs []error) bool {
-	program, err := m.batchProgram()
-	if err != nil {
-		return false
-	}
 	identities := make([]any, len(identitiesJSON))
 	for i, ident := range identitiesJSON {
 		var err error
@@ -77,7 +74,7 @@ func (m *Mapper) mapBatch(identitiesJSON [][]byte, fields []Fields, errs []error
 	defer m.vms.Put(vm)
 	// The VMs are shared with Map, which leaves its argument identity set: the batch program takes none.
 	vm.TLAReset()
-	out, err := vm.evaluate(program, identities)
+	out, err := vm.evaluate(m.batch, identities)
 	if err != nil {
 		return false
 	}

@@ -50,7 +50,9 @@ type Mapper struct {
 	node ast.Node
 	// identity is the argument identity of Map: inputSource, parsed once.
 	identity ast.Node
-	vms      sync.Pool
+	// batch is MapBatch's program, built once (batchProgram).
+	batch ast.Node
+	vms   sync.Pool
 }
 
 // NewMapper parses a mapping. name is used in error messages (a file name).
@@ -64,6 +66,9 @@ func NewMapper(name string, source []byte) (*Mapper, error) {
 		return nil, err
 	}
 	m := &Mapper{name: name, node: node, identity: identity}
+	if m.batch, err = m.batchProgram(); err != nil {
+		return nil, fmt.Errorf("profile mapping %s: %w", name, err)
+	}
 	m.vms.New = func() any { return newVM() }
 	return m, nil
 }
