@@ -73,7 +73,6 @@ func requireSameAsMap(t *testing.T, m *jsonnet.Mapper, idents [][]byte) {
 
 func TestMapBatch_SameAsMap(t *testing.T) {
 	t.Parallel()
-	r := rand.New(rand.NewPCG(1, 2))
 	mappings := map[string][]byte{
 		"profile.jsonnet": jsonnet.DefaultProfileMapping,
 		// Reads more than the traits, and its own file name.
@@ -92,6 +91,7 @@ func TestMapBatch_SameAsMap(t *testing.T) {
 			t.Parallel()
 			m, err := jsonnet.NewMapper(name, src)
 			require.NoError(t, err)
+			r := rand.New(rand.NewPCG(1, 2)) // one per subtest: they run in parallel
 			for _, size := range []int{1, 2, 17, 500} {
 				requireSameAsMap(t, m, randomIdentities(r, size))
 			}
