@@ -134,62 +134,47 @@ func (w *IndexWorker) Work(ctx context.Context, job *river.Job[IndexArgs]) error
 var _ river.Worker[IndexArgs] = (*IndexWorker)(nil)
 
 // write brings p's document in step with p: it indexes a live profile at its revision, or deletes a
-// tombstone's document. A document written is reported to ObserveLagFunc.
+// tombstone's document, through the shared writer. A document written is reported to ObserveLagFunc.
 func (w *IndexWorker) write(ctx context.Context, p Profile) (search.Outcome, error) {
-	var outcome search.Outcome
-	var err error
-	if p.DeletedAt != nil {
-		outcome, err = w.writer.Delete(ctx, p.IdentityID, p.Revision)
+	outcomes, errs := make([]search.Outcome, 1), make([]error, 1)
+	if wr := writeOf(p); wr.Doc != nil {
+		outcomes[0], errs[0] = w.writer.Put(ctx, *wr.Doc)
 	} else {
-		outcome, err = w.writer.Put(ctx, DocumentFromProfile(p))
+		outcomes[0], errs[0] = w.writer.Delete(ctx, wr.ID, wr.Revision)
 	}
-	return w.settle(ctx, p, outcome, err)
+	w.settle(ctx, []Profile{p}, outcomes, errs)
+	return outcomes[0], errs[0]
 }
 
-// settle completes the write of p's document, which Elasticsearch answered with outcome (or err): a
-// document refused as stale may be held back by a foreign delete, and a written one ends the sync lag.
-func (w *IndexWorker) settle(ctx context.Context, p Profile, outcome search.Outcome, err error) (search.Outcome, error) {
-	if err == nil && outcome == search.Stale && p.DeletedAt == nil {
-		outcome, err = w.overtakeForeignDelete(ctx, p)
+// settle completes the writes of profiles' documents, which Elasticsearch answered with outcomes[i] (or
+// errs[i]), updating both in place. A live profile's document refused as stale usually lost to a newer
+// revision, and there is nothing to do. But when there is no document at all, what holds the higher version
+// is a delete this service did not make (by hand, with internal versioning, which bumps the version):
+// Elasticsearch keeps it for index.gc_deletes and refuses the profile's own revision until then. The
+// revision is then raised past it (a revision may grow without a content change), so that the document
+// comes back now. The stale documents are looked up in one request. A written one ends its sync lag.
+func (w *IndexWorker) settle(ctx context.Context, profiles []Profile, outcomes []search.Outcome, errs []error) {
+	refusedAsStale := func(i int) bool {
+		return errs[i] == nil && outcomes[i] == search.Stale && profiles[i].DeletedAt == nil
 	}
-	w.observeLag(p, outcome, err)
-	return outcome, err
-}
-
-// observeLag ends p's sync lag when its document was written.
-func (w *IndexWorker) observeLag(p Profile, outcome search.Outcome, err error) {
-	if err == nil && outcome == search.Written && w.lag != nil {
-		w.lag(time.Since(p.SyncedAt))
-	}
-}
-
-// settleMany is settle for a batch's answers (outcomes[i] and errs[i] for profiles[i], updated in place):
-// the documents refused as stale are looked up in one request, and those a foreign delete holds back are
-// raised past it at the same time.
-func (w *IndexWorker) settleMany(ctx context.Context, profiles []Profile, outcomes []search.Outcome, errs []error) {
 	var stale []uuid.UUID
 	for i, p := range profiles {
-		if errs[i] == nil && outcomes[i] == search.Stale && p.DeletedAt == nil {
+		if refusedAsStale(i) {
 			stale = append(stale, p.IdentityID)
 		}
 	}
 	var versions map[uuid.UUID]int64
+	var lookupErr error
 	if len(stale) > 0 {
-		var err error
-		if versions, err = w.index.DocumentVersions(ctx, stale); err != nil {
-			for i, p := range profiles {
-				if errs[i] == nil && outcomes[i] == search.Stale && p.DeletedAt == nil {
-					errs[i] = err
-				}
-			}
-		}
+		versions, lookupErr = w.index.DocumentVersions(ctx, stale)
 	}
 	var wg sync.WaitGroup
 	for i, p := range profiles {
-		if errs[i] != nil {
-			continue
-		}
-		if _, found := versions[p.IdentityID]; outcomes[i] == search.Stale && p.DeletedAt == nil && !found {
+		if _, found := versions[p.IdentityID]; refusedAsStale(i) && !found {
+			if lookupErr != nil {
+				errs[i] = lookupErr
+				continue
+			}
 			wg.Go(func() {
 				outcomes[i], errs[i] = w.raisePastForeignDelete(ctx, p)
 				w.observeLag(p, outcomes[i], errs[i])
@@ -201,6 +186,13 @@ func (w *IndexWorker) settleMany(ctx context.Context, profiles []Profile, outcom
 	wg.Wait()
 }
 
+// observeLag ends p's sync lag when its document was written.
+func (w *IndexWorker) observeLag(p Profile, outcome search.Outcome, err error) {
+	if err == nil && outcome == search.Written && w.lag != nil {
+		w.lag(time.Since(p.SyncedAt))
+	}
+}
+
 // writeOf is the write that brings p's document in step with p.
 func writeOf(p Profile) search.Write {
 	wr := search.Write{ID: p.IdentityID, Revision: p.Revision}
@@ -209,22 +201,6 @@ func writeOf(p Profile) search.Write {
 		wr.Doc = &doc
 	}
 	return wr
-}
-
-// overtakeForeignDelete handles a Put refused as stale. Usually a newer revision got there first, and there
-// is nothing to do. But when there is no document at all, what holds the higher version is a delete this
-// service did not make (by hand, with internal versioning, which bumps the version): Elasticsearch keeps it
-// for index.gc_deletes and refuses the profile's own revision until then. The revision is then raised past
-// it (a revision may grow without a content change), so that the document comes back now.
-func (w *IndexWorker) overtakeForeignDelete(ctx context.Context, p Profile) (search.Outcome, error) {
-	versions, err := w.index.DocumentVersions(ctx, []uuid.UUID{p.IdentityID})
-	if err != nil {
-		return 0, err
-	}
-	if _, found := versions[p.IdentityID]; found {
-		return search.Stale, nil
-	}
-	return w.raisePastForeignDelete(ctx, p)
 }
 
 // raisePastForeignDelete raises p's revision past a foreign delete that holds its document back, and

@@ -73,7 +73,7 @@ func (w *IndexBatchWorker) Work(ctx context.Context, job *river.Job[IndexBatchAr
 		// Nothing is known about any document: the whole batch again.
 		return fmt.Errorf("index %d profiles: %w", len(profiles), err)
 	}
-	w.index.settleMany(ctx, profiles, outcomes, errs)
+	w.index.settle(ctx, profiles, outcomes, errs)
 
 	var failed []uuid.UUID
 	var firstErr error
