@@ -148,7 +148,7 @@ func (ix *Index) NewWriter(opts WriterOpts) (*Writer, error) {
 				opts.ObserveBulkFunc(0, 0, err)
 			}
 		},
-		Decoder: bulkDecoder{w: w, observe: opts.ObserveBulkFunc},
+		Decoder: bulkDecoder{w: w},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bulk indexer: %w", err)
@@ -241,22 +241,22 @@ var filterPath = []string{"errors", "items.*.status", "items.*.result", "items.*
 // nothing is known about the items not answered yet, and none of the answers is returned.
 func (w *Writer) WriteMany(ctx context.Context, writes []Write) (outcomes []Outcome, errs []error, err error) {
 	outcomes, errs = make([]Outcome, len(writes)), make([]error, len(writes))
-	var body bytes.Buffer
+	var body, item bytes.Buffer
 	var sent []int // the writes in body, in order
 	for i, wr := range writes {
-		item, err := w.bulkItem(wr)
-		if err != nil {
+		item.Reset()
+		if err := w.encodeItem(&item, wr); err != nil {
 			errs[i] = err
 			continue
 		}
-		if len(sent) > 0 && body.Len()+len(item) > w.maxBatch {
+		if len(sent) > 0 && body.Len()+item.Len() > w.maxBatch {
 			if err := w.bulk(ctx, &body, writes, sent, outcomes, errs); err != nil {
 				return nil, nil, err
 			}
 			body.Reset()
 			sent = sent[:0]
 		}
-		body.Write(item)
+		body.Write(item.Bytes())
 		sent = append(sent, i)
 	}
 	if len(sent) > 0 {
@@ -267,23 +267,29 @@ func (w *Writer) WriteMany(ctx context.Context, writes []Write) (outcomes []Outc
 	return outcomes, errs, nil
 }
 
-// bulkItem is a write's action line and, for an index, its document, as NDJSON.
-func (w *Writer) bulkItem(wr Write) ([]byte, error) {
-	meta, err := json.Marshal(map[string]bulkMeta{wr.action(): {
-		Index: w.index, ID: wr.ID.String(), Version: wr.Revision, VersionType: "external", RequireAlias: w.requireAlias,
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("encode bulk item %s: %w", wr.ID, err)
+// bulkAction is the action line of a bulk item: one of its fields is set.
+type bulkAction struct {
+	Index  *bulkMeta `json:"index,omitempty"`
+	Delete *bulkMeta `json:"delete,omitempty"`
+}
+
+// encodeItem writes a write's action line and, for an index, its document, as NDJSON.
+func (w *Writer) encodeItem(buf *bytes.Buffer, wr Write) error {
+	meta := &bulkMeta{Index: w.index, ID: wr.ID.String(), Version: wr.Revision, VersionType: "external", RequireAlias: w.requireAlias}
+	action := bulkAction{Index: meta}
+	if wr.Doc == nil {
+		action = bulkAction{Delete: meta}
 	}
-	item := append(meta, '\n')
+	enc := json.NewEncoder(buf) // Encode ends each value with the newline NDJSON wants
+	if err := enc.Encode(action); err != nil {
+		return fmt.Errorf("encode bulk item %s: %w", wr.ID, err)
+	}
 	if wr.Doc != nil {
-		doc, err := json.Marshal(wr.Doc)
-		if err != nil {
-			return nil, fmt.Errorf("encode document %s: %w", wr.ID, err)
+		if err := enc.Encode(wr.Doc); err != nil {
+			return fmt.Errorf("encode document %s: %w", wr.ID, err)
 		}
-		item = append(append(item, doc...), '\n')
 	}
-	return item, nil
+	return nil
 }
 
 // bulk sends body, the items of writes[sent[0]], writes[sent[1]], ..., and records each answer in outcomes
@@ -304,12 +310,7 @@ func (w *Writer) bulk(ctx context.Context, body *bytes.Buffer, writes []Write, s
 	for j, item := range res.Items {
 		i := sent[j]
 		action := writes[i].action()
-		r := item[action]
-		if r.Error.Type == "" && r.Status <= 201 {
-			outcomes[i] = Written
-			continue
-		}
-		if outcomes[i], errs[i] = w.failure(action, r, nil); errs[i] != nil {
+		if outcomes[i], errs[i] = w.answer(action, item[action]); errs[i] != nil {
 			errs[i] = fmt.Errorf("%s %s at version %d: %w", action, writes[i].ID, writes[i].Revision, errs[i])
 			failed++
 		}
@@ -320,13 +321,21 @@ func (w *Writer) bulk(ctx context.Context, body *bytes.Buffer, writes []Write, s
 	return nil
 }
 
-// bulkMeta is the action line of a bulk item, as esutil.BulkIndexer writes it.
+// bulkMeta is what an action line says of its item, as esutil.BulkIndexer writes it.
 type bulkMeta struct {
 	Index        string `json:"_index"`
 	ID           string `json:"_id"`
 	Version      int64  `json:"version"`
 	VersionType  string `json:"version_type"`
 	RequireAlias bool   `json:"require_alias,omitempty"`
+}
+
+// answer is what Elasticsearch's answer to one item of a bulk request means.
+func (w *Writer) answer(action string, res esutil.BulkIndexerResponseItem) (Outcome, error) {
+	if res.Error.Type == "" && res.Status <= 201 {
+		return Written, nil
+	}
+	return w.failure(action, res, nil)
 }
 
 // failure sorts a failed item into the answers that are success in disguise and real errors.
@@ -348,27 +357,23 @@ func (w *Writer) failure(action string, res esutil.BulkIndexerResponseItem, err 
 // bulkDecoder reads a bulk response as the indexer's default decoder does, and counts its items on the way:
 // it is the one place that sees each answered request as a whole.
 type bulkDecoder struct {
-	w       *Writer
-	observe func(items, failed int, err error)
+	w *Writer
 }
 
 func (d bulkDecoder) UnmarshalFromReader(r io.Reader, blk *esutil.BulkIndexerResponse) error {
 	if err := json.NewDecoder(r).Decode(blk); err != nil {
 		return err
 	}
-	if d.observe != nil {
+	if d.w.observe != nil {
 		failed := 0
 		for _, item := range blk.Items {
 			for action, res := range item {
-				if res.Error.Type == "" && res.Status <= 201 {
-					continue
-				}
-				if _, err := d.w.failure(action, res, nil); err != nil {
+				if _, err := d.w.answer(action, res); err != nil {
 					failed++
 				}
 			}
 		}
-		d.observe(len(blk.Items), failed, nil)
+		d.w.observe(len(blk.Items), failed, nil)
 	}
 	return nil
 }
