@@ -97,7 +97,6 @@ func methodLabel(m string) string {
 // MaxBodyBytes caps every request body.
 const MaxBodyBytes = 1 << 20
 
-// readBody reads the whole body, refusing one over MaxBodyBytes with 413.
 // readPayload reads a Kratos hook's body and decodes it with opts: the body as sent (its hash is part of
 // an event's key) and the payload, or the 413 or 400 to answer.
 func readPayload(c echo.Context, opts decodeOpts) (Payload, []byte, error) {
@@ -112,6 +111,7 @@ func readPayload(c echo.Context, opts decodeOpts) (Payload, []byte, error) {
 	return p, body, nil
 }
 
+// readBody reads the whole body, refusing one over MaxBodyBytes with 413.
 func readBody(c echo.Context) ([]byte, error) {
 	r := http.MaxBytesReader(c.Response(), c.Request().Body, MaxBodyBytes)
 	b, err := io.ReadAll(r)

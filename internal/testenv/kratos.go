@@ -211,7 +211,7 @@ func KratosTemplate(t testing.TB) string {
 	t.Helper()
 	bin := Getenv(t, EnvKratosBin)
 	sum := sha256.Sum256([]byte(bin + fileStamp(bin)))
-	return ensureTemplate(t, "kratos_tpl_"+hex.EncodeToString(sum[:8]), "template0", 5*time.Minute, func(ctx context.Context, url string) error {
+	return KeepDB(t, "kratos_tpl_"+hex.EncodeToString(sum[:8]), "template0", 5*time.Minute, func(ctx context.Context, url string) error {
 		// The migrations need no configuration, only the DSN.
 		cmd := exec.CommandContext(ctx, bin, "migrate", "sql", "-e", "--yes")
 		cmd.Env = append(os.Environ(), "DSN="+url)

@@ -27,7 +27,7 @@ type DB struct {
 // database migrated once per schema version, which takes a fraction of running the migrations.
 func NewDB(t testing.TB) *DB {
 	t.Helper()
-	tpl := ensureTemplate(t, "kh_tpl_"+migrations.Fingerprint()[:16], "template0", 5*time.Minute, func(ctx context.Context, url string) error {
+	tpl := KeepDB(t, "kh_tpl_"+migrations.Fingerprint()[:16], "template0", 5*time.Minute, func(ctx context.Context, url string) error {
 		pool, err := pgxpool.New(ctx, url)
 		if err != nil {
 			return err
@@ -122,15 +122,10 @@ func adminConn(t testing.TB) *pgx.Conn {
 // caches what is slow to make (thousands of Kratos identities) between runs: name it after everything that
 // decides its content. Nothing may stay connected to it after fill, and a caller that changes it must
 // clone it first (CREATE DATABASE … TEMPLATE name).
-func KeepDB(t testing.TB, name, from string, timeout time.Duration, fill func(ctx context.Context, url string) error) string {
-	t.Helper()
-	return ensureTemplate(t, name, from, timeout, fill)
-}
-
-// ensureTemplate makes sure database name exists, created from template from and filled by fill, and returns
-// name. Test processes run in parallel (one per package), so creation happens under an advisory lock, into a
+//
+// Test processes run in parallel (one per package), so creation happens under an advisory lock, into a
 // scratch database that is renamed only once complete.
-func ensureTemplate(t testing.TB, name, from string, timeout time.Duration, fill func(ctx context.Context, url string) error) string {
+func KeepDB(t testing.TB, name, from string, timeout time.Duration, fill func(ctx context.Context, url string) error) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
