@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // ConfigTemplate is kratos.yml: the Kratos configuration wired to kratos-hooks, with placeholders such as ${KRATOS_HOOKS_URL}.
@@ -62,14 +63,22 @@ func (v ConfigVars) Map() map[string]string {
 }
 
 // RenderConfig fills the ${NAME} placeholders of a configuration template from vars. Every placeholder
-// must have a non-empty value; the error lists the ones that do not.
+// must have a non-empty value that can stand in a YAML string as it is; the error lists the ones that do not.
 func RenderConfig(template []byte, vars map[string]string) ([]byte, error) {
-	var missing []string
+	var missing, unquotable []string
 	out := os.Expand(string(template), func(name string) string {
 		v, ok := vars[name]
-		if !ok || v == "" {
+		switch {
+		case !ok || v == "":
 			if !slices.Contains(missing, name) {
 				missing = append(missing, name)
+			}
+			return ""
+		case strings.ContainsFunc(v, breaksYAML):
+			// Inserted as it is, such a value would end its YAML string early or add lines to the file (a
+			// secret's value is not repeated in the error).
+			if !slices.Contains(unquotable, name) {
+				unquotable = append(unquotable, name)
 			}
 			return ""
 		}
@@ -78,8 +87,16 @@ func RenderConfig(template []byte, vars map[string]string) ([]byte, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("kratos config: no value for %s", strings.Join(missing, ", "))
 	}
+	if len(unquotable) > 0 {
+		return nil, fmt.Errorf("kratos config: the value of %s holds a quote, backslash or control character", strings.Join(unquotable, ", "))
+	}
 	if strings.Contains(out, "${") {
 		return nil, errors.New("kratos config: a placeholder is left after rendering")
 	}
 	return []byte(out), nil
+}
+
+// breaksYAML reports whether r cannot stand unescaped in a double-quoted YAML string.
+func breaksYAML(r rune) bool {
+	return r == '"' || r == '\\' || unicode.IsControl(r)
 }

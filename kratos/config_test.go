@@ -82,3 +82,17 @@ func TestRenderConfig_AnSMSProviderGetsItsOwnAuthorizationNeverTheHooksKey(t *te
 		t.Fatalf("the hooks key is in the courier configuration:\n%s", courier)
 	}
 }
+
+// A value that would end its YAML string early or add lines (a quote, a backslash, a newline) is refused,
+// naming the variable and not repeating what may be a secret.
+func TestRenderConfig_RefusesAValueThatWouldBreakTheYAML(t *testing.T) {
+	for _, auth := range []string{`Bearer a"b`, `Bearer a\b`, "Bearer a\nmalicious: true"} {
+		vars := baseVars()
+		vars.SMSURL = "https://sms.example.com/send"
+		vars.SMSAuthorization = auth
+		_, err := renderShipped(t, vars)
+		if err == nil || !strings.Contains(err.Error(), "KRATOS_SMS_AUTHORIZATION") || strings.Contains(err.Error(), auth) {
+			t.Fatalf("authorization %q: err = %v, want one naming KRATOS_SMS_AUTHORIZATION without its value", auth, err)
+		}
+	}
+}
