@@ -40,16 +40,11 @@ type Profile struct {
 	DeletedAt           *time.Time
 }
 
-// Mapper derives a profile's searchable fields from an identity. Map must be deterministic: the same
-// identity must give the same fields, or every reconcile pass sees drift.
+// Mapper derives a profile's searchable fields from an identity (jsonnet.Mapper). Map must be
+// deterministic: the same identity must give the same fields, or every reconcile pass sees drift. MapBatch
+// maps many identities in one go and must give, for each, what Map gives.
 type Mapper interface {
 	Map(identityJSON []byte) (jsonnet.Fields, error)
-}
-
-// BatchMapper is a Mapper that also maps many identities in one go, as jsonnet.Mapper does. MapBatch must
-// give, for each identity, what Map gives.
-type BatchMapper interface {
-	Mapper
 	MapBatch(identitiesJSON [][]byte) ([]jsonnet.Fields, []error)
 }
 
@@ -68,16 +63,9 @@ func ProfileFromIdentity(ident *kratos.Identity, mapper Mapper) (Profile, error)
 }
 
 // ProfilesFromIdentities is ProfileFromIdentity for many identities: profiles[i] and errs[i] are what it
-// returns for idents[i]. A BatchMapper maps them all in one evaluation, which costs less per identity.
+// returns for idents[i]. The mapper maps them all in one evaluation, which costs less per identity.
 func ProfilesFromIdentities(idents []*kratos.Identity, mapper Mapper) (profiles []Profile, errs []error) {
 	profiles, errs = make([]Profile, len(idents)), make([]error, len(idents))
-	batcher, ok := mapper.(BatchMapper)
-	if !ok {
-		for i, ident := range idents {
-			profiles[i], errs[i] = ProfileFromIdentity(ident, mapper)
-		}
-		return profiles, errs
-	}
 	docs := make([][]byte, 0, len(idents))
 	at := make([]int, 0, len(idents)) // docs[j] is the identity idents[at[j]]
 	for i, ident := range idents {
@@ -88,7 +76,7 @@ func ProfilesFromIdentities(idents []*kratos.Identity, mapper Mapper) (profiles 
 		}
 		docs, at = append(docs, doc), append(at, i)
 	}
-	fields, mapErrs := batcher.MapBatch(docs)
+	fields, mapErrs := mapper.MapBatch(docs)
 	for j, i := range at {
 		if errs[i] = mapErrs[j]; errs[i] == nil {
 			profiles[i] = profileFromFields(idents[i], fields[j])
@@ -160,4 +148,4 @@ func normalizePhone(s string) string {
 	}, s)
 }
 
-var _ BatchMapper = (*jsonnet.Mapper)(nil)
+var _ Mapper = (*jsonnet.Mapper)(nil)

@@ -14,13 +14,8 @@ import (
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
-// mapOnly hides MapBatch: a Mapper that maps one identity at a time.
-type mapOnly struct{ m profilesync.Mapper }
-
-func (o mapOnly) Map(identityJSON []byte) (jsonnet.Fields, error) { return o.m.Map(identityJSON) }
-
-// ProfilesFromIdentities gives, for each identity, what ProfileFromIdentity gives, whether the mapper maps
-// in batches or not, and an identity the mapping refuses gets its error without failing the others.
+// ProfilesFromIdentities gives, for each identity, what ProfileFromIdentity gives, and an identity the
+// mapping refuses gets its error without failing the others.
 func TestProfilesFromIdentities_SameAsOneByOne(t *testing.T) {
 	t.Parallel()
 	mapper, err := jsonnet.NewMapper("mine.jsonnet", []byte(`function(identity)
@@ -45,22 +40,18 @@ func TestProfilesFromIdentities_SameAsOneByOne(t *testing.T) {
 			CreatedAt: time.Now().UTC(),
 		})
 	}
-	for name, m := range map[string]profilesync.Mapper{"batch": mapper, "one by one": mapOnly{mapper}} {
-		t.Run(name, func(t *testing.T) {
-			profiles, errs := profilesync.ProfilesFromIdentities(idents, m)
-			require.Len(t, profiles, len(idents))
-			require.Len(t, errs, len(idents))
-			for i, ident := range idents {
-				want, wantErr := profilesync.ProfileFromIdentity(ident, mapper)
-				if i == 17 {
-					require.EqualError(t, errs[i], wantErr.Error())
-					continue
-				}
-				require.NoError(t, errs[i])
-				require.Equal(t, want, profiles[i])
-				require.Equal(t, i%2 == 0, profiles[i].EmailVerified)
-				require.True(t, profiles[i].PhoneVerified)
-			}
-		})
+	profiles, errs := profilesync.ProfilesFromIdentities(idents, mapper)
+	require.Len(t, profiles, len(idents))
+	require.Len(t, errs, len(idents))
+	for i, ident := range idents {
+		want, wantErr := profilesync.ProfileFromIdentity(ident, mapper)
+		if i == 17 {
+			require.EqualError(t, errs[i], wantErr.Error())
+			continue
+		}
+		require.NoError(t, errs[i])
+		require.Equal(t, want, profiles[i])
+		require.Equal(t, i%2 == 0, profiles[i].EmailVerified)
+		require.True(t, profiles[i].PhoneVerified)
 	}
 }
