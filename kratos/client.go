@@ -101,6 +101,8 @@ type ListOpts struct {
 	PageToken string
 	// CredentialsIdentifier filters on an exact credentials identifier (an e-mail address, a phone number).
 	CredentialsIdentifier string
+	// IDs filters on identity ids (GetIdentities: at most MaxIDsPerList).
+	IDs []uuid.UUID
 }
 
 // Page is one page of identities, in Kratos's order (by id).
@@ -124,6 +126,9 @@ func (c *Client) ListIdentities(ctx context.Context, opts ListOpts) (Page, error
 	}
 	if opts.CredentialsIdentifier != "" {
 		q.Set("credentials_identifier", opts.CredentialsIdentifier)
+	}
+	for _, id := range opts.IDs {
+		q.Add("ids", id.String())
 	}
 	var page Page
 	var header http.Header

@@ -2,9 +2,7 @@ package kratos
 
 import (
 	"context"
-	"net/http"
-	"net/url"
-	"strconv"
+	"fmt"
 
 	"github.com/google/uuid"
 )
@@ -19,46 +17,38 @@ const MaxIDsPerList = 100
 // them. The list answer has no credentials, which the sync never reads.
 func (c *Client) GetIdentities(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*Identity, error) {
 	found := make(map[uuid.UUID]*Identity, len(ids))
-	seen := make(map[uuid.UUID]bool, len(ids))
+	asked := make(map[uuid.UUID]bool, len(ids))
 	unique := make([]uuid.UUID, 0, len(ids))
 	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
+		if !asked[id] {
+			asked[id] = true
 			unique = append(unique, id)
 		}
 	}
 	for start := 0; start < len(unique); start += MaxIDsPerList {
-		if err := c.listByIDs(ctx, unique[start:min(start+MaxIDsPerList, len(unique))], found); err != nil {
-			return nil, err
+		chunk := unique[start:min(start+MaxIDsPerList, len(unique))]
+		// page_size is the number of ids, so the answer is one page; a next page, should Kratos ever send
+		// one, is followed all the same.
+		opts := ListOpts{PageSize: len(chunk), IDs: chunk}
+		for {
+			page, err := c.ListIdentities(ctx, opts)
+			if err != nil {
+				return nil, err
+			}
+			for i := range page.Identities {
+				ident := &page.Identities[i]
+				if !asked[ident.ID] {
+					// A Kratos (or a proxy) that ignores the ids filter would otherwise have every sync read
+					// the whole list.
+					return nil, fmt.Errorf("kratos: the list filtered by ids answered identity %s, which was not asked for", ident.ID)
+				}
+				found[ident.ID] = ident
+			}
+			if page.NextPageToken == "" {
+				break
+			}
+			opts.PageToken = page.NextPageToken
 		}
 	}
 	return found, nil
-}
-
-// listByIDs reads one request's worth of ids into found. page_size is the number of ids, so the answer is
-// one page; a next page, should Kratos ever send one, is followed all the same.
-func (c *Client) listByIDs(ctx context.Context, ids []uuid.UUID, found map[uuid.UUID]*Identity) error {
-	q := url.Values{"ids": make([]string, len(ids))}
-	for i, id := range ids {
-		q["ids"][i] = id.String()
-	}
-	q.Set("page_size", strconv.Itoa(len(ids)))
-	for {
-		var page []Identity
-		var header http.Header
-		if err := c.do(ctx, http.MethodGet, "/admin/identities", q, nil, &page, &header); err != nil {
-			return err
-		}
-		for i := range page {
-			found[page[i].ID] = &page[i]
-		}
-		next, err := NextPageToken(header.Values("Link"))
-		if err != nil {
-			return err
-		}
-		if next == "" {
-			return nil
-		}
-		q.Set("page_token", next)
-	}
 }

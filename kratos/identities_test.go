@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"testing"
 
 	"github.com/google/uuid"
@@ -72,4 +76,36 @@ func TestGetIdentities_ManyIDs(t *testing.T) {
 		require.Equal(t, id, got[id].ID)
 		require.JSONEq(t, string(bodies[i].Traits), string(got[id].Traits))
 	}
+}
+
+// A Kratos (or a proxy before it) that ignores the ids filter answers with the whole list: GetIdentities
+// says so, instead of taking unasked identities for asked ones or reading all of Kratos on every sync.
+func TestGetIdentities_RefusesAnAnswerThatIgnoredTheFilter(t *testing.T) {
+	t.Parallel()
+	k := testenv.StartKratos(t, testenv.KratosOpts{})
+	ctx := context.Background()
+	var ids []uuid.UUID
+	for i := range 3 {
+		ident, err := k.Admin.CreateIdentity(ctx, kratos.CreateIdentityBody{SchemaID: "person",
+			Traits: json.RawMessage(fmt.Sprintf(`{"email":"filter%d@example.com"}`, i))})
+		require.NoError(t, err)
+		ids = append(ids, ident.ID)
+	}
+	target, err := url.Parse(k.AdminURL)
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	direct := proxy.Director
+	proxy.Director = func(r *http.Request) {
+		direct(r)
+		q := r.URL.Query()
+		q.Del("ids")
+		r.URL.RawQuery = q.Encode()
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	client, err := kratos.NewClient(srv.URL, nil)
+	require.NoError(t, err)
+
+	_, err = client.GetIdentities(ctx, ids[:1])
+	require.ErrorContains(t, err, "not asked for")
 }
