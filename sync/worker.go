@@ -71,7 +71,7 @@ type IdentityWorkerOpts struct {
 // its identities, in one order every batch follows (so two batches cannot deadlock), before its read.
 //
 // Each job is completed in the transaction that writes its profile (completeJobsTx: what river.JobCompleteTx
-// does, for the whole batch in one statement): a job is done if and only if its write is.
+// does, for the whole batch in one statement): a job is never done without its write.
 type IdentityWorker struct {
 	river.WorkerDefaults[IdentityArgs]
 
@@ -297,7 +297,7 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 		}
 	}
 
-	// Complete each job in the same transaction as its write: a job is done if and only if its write is.
+	// Complete each job in the same transaction as its write: a job is never done without its write.
 	jobs := make([]*river.Job[IdentityArgs], len(completed))
 	for i, j := range completed {
 		jobs[i] = j.job
