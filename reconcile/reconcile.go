@@ -32,6 +32,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/kratos-hooks/kratos-hooks/kratos"
+	"github.com/kratos-hooks/kratos-hooks/search"
 	profilesync "github.com/kratos-hooks/kratos-hooks/sync"
 )
 
@@ -94,16 +95,14 @@ type Opts struct {
 	afterClassify func(ctx context.Context, ids []uuid.UUID)
 }
 
-// DocumentChecker reads the search index for a pass; the index projection implements it. Run compares each
-// page's profiles with their documents' versions.
+// DocumentChecker reads the search index for a pass (*search.Index): one _mget of versions per page, which
+// Run compares with the page's profiles.
 type DocumentChecker interface {
 	// DocumentVersions returns the version of each id's document; ids without a document are absent.
 	DocumentVersions(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]int64, error)
-	// RepairArgs is the job that projects profiles into the index (or removes their documents). Run
-	// enqueues one per page, for the profiles whose documents differ and, in the same transaction, those it
-	// inserts.
-	RepairArgs(ids []uuid.UUID) river.JobArgs
 }
+
+var _ DocumentChecker = (*search.Index)(nil)
 
 // Progress is how far a pass has come.
 type Progress struct {
@@ -588,7 +587,9 @@ func (p *pass) writeRepairs(ctx context.Context, r pageRepairs) (inserted, enque
 		}
 	}
 	if p.Documents != nil && len(index) > 0 {
-		jobs = append(jobs, p.repair(p.Documents.RepairArgs(index)))
+		// One index job for the page, for the profiles whose documents differ and those inserted here: it
+		// reads the current rows, so it writes what they hold when it runs.
+		jobs = append(jobs, p.repair(profilesync.IndexBatchArgs{IdentityIDs: index}))
 	}
 	if enqueued, err = p.enqueue(ctx, tx, jobs); err != nil {
 		return 0, 0, err

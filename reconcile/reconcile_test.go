@@ -649,7 +649,7 @@ func TestRun_RepairsTheSearchIndex(t *testing.T) {
 	configure, index, es := withIndex(t)
 	b := setup(t, configure)
 	opts := b.opts()
-	opts.Documents = IndexDocuments{Index: index}
+	opts.Documents = index
 	ids := b.createIdentities(t, 3)
 	doc := func(id uuid.UUID) testenv.ESDoc {
 		d, err := testenv.GetDoc(es.URL, es.Alias, id.String())

@@ -184,7 +184,7 @@ func runReconcile(ctx context.Context, e *environment, f reconcileFlags) (reconc
 	}
 	if index != nil {
 		defer func() { _ = index.Close(context.WithoutCancel(ctx)) }()
-		opts.Documents = reconcile.IndexDocuments{Index: index}
+		opts.Documents = index
 	}
 	if progress != nil {
 		opts.ProgressFunc = progress.update
@@ -312,7 +312,7 @@ func scheduleReconcile(config *river.Config, workers *river.Workers, cfg serveCo
 		SettleInvitesFunc: settleInvites(pool, kratosClient, cfg.InviteReservationTimeout),
 	}
 	if index != nil {
-		opts.Documents = reconcile.IndexDocuments{Index: index}
+		opts.Documents = index
 	}
 	river.AddWorker(workers, reconcile.NewPassWorker(opts, cfg.ReconcileTimeout))
 	config.PeriodicJobs = append(config.PeriodicJobs, river.NewPeriodicJob(river.PeriodicInterval(cfg.ReconcileInterval),
