@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,21 +68,24 @@ type appliedEvent struct {
 	ReceivedAt time.Time
 }
 
-// markEventApplied marks the event applied and returns it, or returns ok=false when it was applied before
-// (or is gone: events are deleted after their retention period). Run it in the transaction that applies the
-// event's effects, so they are applied exactly once.
-func markEventApplied(ctx context.Context, q Querier, key EventKey) (ev appliedEvent, ok bool, err error) {
-	err = q.QueryRow(ctx, `
+// markEventApplied marks the event applied and reads it into ev, or sets ok to false when it was applied
+// before (or is gone: events are deleted after their retention period). Run it in the transaction that
+// applies the event's effects, so they are applied exactly once.
+func markEventApplied(key EventKey, ev *appliedEvent, ok *bool) statement {
+	return statement{sql: `
 UPDATE hook_events SET applied_at = now()
 WHERE hook = $1 AND flow_id = $2 AND body_sha256 = $3 AND applied_at IS NULL
-RETURNING occurred_at, received_at`, string(key.Hook), key.FlowID, key.BodySHA256).Scan(&ev.OccurredAt, &ev.ReceivedAt)
-	if err == pgx.ErrNoRows {
-		return appliedEvent{}, false, nil
-	}
-	if err != nil {
-		return appliedEvent{}, false, fmt.Errorf("mark event %s applied: %w", key, err)
-	}
-	return ev, true, nil
+RETURNING occurred_at, received_at`, args: []any{string(key.Hook), key.FlowID, key.BodySHA256}, scan: func(row pgx.Row) error {
+		err := row.Scan(&ev.OccurredAt, &ev.ReceivedAt)
+		*ok = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("mark event %s applied: %w", key, err)
+		}
+		return nil
+	}}
 }
 
 // DeleteEventsBefore removes events received before cutoff. Kratos retries within minutes; events are kept

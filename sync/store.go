@@ -81,19 +81,19 @@ RETURNING revision`
 // its revision, but only when the content differs. Writing an identity Kratos has again clears a tombstone:
 // Kratos is the truth, and a deleted identity can only be read back if it exists again.
 func UpsertProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
-	var rev int64
-	err := q.QueryRow(ctx, upsertProfileSQL,
-		p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
-		p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
-		p.Attributes, p.CreatedAt,
-	).Scan(&rev)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Write{}, nil
+	var w Write
+	err := upsertProfile(p, &w).run(ctx, q)
+	return w, err
+}
+
+func upsertProfile(p Profile, w *Write) statement {
+	return statement{
+		sql: upsertProfileSQL,
+		args: []any{p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
+			p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
+			p.Attributes, p.CreatedAt},
+		scan: scanWrite(w, "upsert profile", p.IdentityID),
 	}
-	if err != nil {
-		return Write{}, fmt.Errorf("upsert profile %s: %w", p.IdentityID, err)
-	}
-	return Write{Changed: true, Revision: rev}, nil
 }
 
 // InsertMissingProfile inserts p only if there is no row for the identity at all, tombstones included. It is
@@ -181,8 +181,13 @@ RETURNING identity_id, revision`, args...)
 // identity never seen before gets a tombstone row too, so that a reconcile snapshot read before the deletion
 // cannot insert it afterwards. A row that is already a tombstone is left alone.
 func TombstoneProfile(ctx context.Context, q Querier, id uuid.UUID) (Write, error) {
-	var rev int64
-	err := q.QueryRow(ctx, `
+	var w Write
+	err := tombstoneProfile(id, &w).run(ctx, q)
+	return w, err
+}
+
+func tombstoneProfile(id uuid.UUID, w *Write) statement {
+	return statement{sql: `
 INSERT INTO profiles AS p (identity_id, deleted_at, revision, synced_at)
 VALUES ($1, now(), 1, now())
 ON CONFLICT (identity_id) DO UPDATE SET
@@ -191,35 +196,67 @@ ON CONFLICT (identity_id) DO UPDATE SET
     attributes = '{}',
     deleted_at = now(), revision = p.revision + 1, synced_at = now()
 WHERE p.deleted_at IS NULL
-RETURNING revision`, id).Scan(&rev)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Write{}, nil
-	}
-	if err != nil {
-		return Write{}, fmt.Errorf("tombstone profile %s: %w", id, err)
-	}
-	return Write{Changed: true, Revision: rev}, nil
+RETURNING revision`, args: []any{id}, scan: scanWrite(w, "tombstone profile", id)}
 }
 
 // RecordLogin counts one login and moves last_login_at forward (never back: logins can be applied out of
 // order). Call it once per login event; ApplyEvent makes sure of that.
 func RecordLogin(ctx context.Context, q Querier, id uuid.UUID, at time.Time) (Write, error) {
-	var rev int64
-	err := q.QueryRow(ctx, `
+	var w Write
+	err := recordLogin(id, at, &w).run(ctx, q)
+	return w, err
+}
+
+func recordLogin(id uuid.UUID, at time.Time, w *Write) statement {
+	return statement{sql: `
 UPDATE profiles
 SET login_count = login_count + 1,
     last_login_at = GREATEST(last_login_at, $2),
     revision = revision + 1,
     synced_at = now()
 WHERE identity_id = $1 AND deleted_at IS NULL
-RETURNING revision`, id, at).Scan(&rev)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Write{}, nil
+RETURNING revision`, args: []any{id, at}, scan: scanWrite(w, "record login of", id)}
+}
+
+// scanWrite reads the revision a write returns into w; no row means the write changed nothing.
+func scanWrite(w *Write, what string, id uuid.UUID) func(pgx.Row) error {
+	return func(row pgx.Row) error {
+		*w = Write{}
+		err := row.Scan(&w.Revision)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", what, id, err)
+		}
+		w.Changed = true
+		return nil
 	}
-	if err != nil {
-		return Write{}, fmt.Errorf("record login of %s: %w", id, err)
+}
+
+// statement is one SQL statement answering at most one row, apart from running it: alone (run), or with
+// others in one round trip (runAll), as the sync worker sends a batch's writes.
+type statement struct {
+	sql  string
+	args []any
+	scan func(pgx.Row) error
+}
+
+func (s statement) run(ctx context.Context, q Querier) error {
+	return s.scan(q.QueryRow(ctx, s.sql, s.args...))
+}
+
+// runAll runs stmts in order, in one round trip (a pgx.Batch), and returns the first error; the statements
+// after it do not run.
+func runAll(ctx context.Context, tx pgx.Tx, stmts []statement) error {
+	if len(stmts) == 0 {
+		return nil
 	}
-	return Write{Changed: true, Revision: rev}, nil
+	b := &pgx.Batch{}
+	for _, s := range stmts {
+		b.Queue(s.sql, s.args...).QueryRow(s.scan)
+	}
+	return tx.SendBatch(ctx, b).Close()
 }
 
 // bumpRevision raises a live profile's revision by one if it is still at revision, and returns the new one;

@@ -216,21 +216,20 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 		profiles[ident.ID] = i
 	}
 
+	// The batch's writes go to Postgres together, in two round trips (runAll) rather than one per statement:
+	// first every profile write and every event marked applied, then the logins of the events applied first.
 	results := make(map[*syncCall]error, len(batch))
-	writes := make(map[uuid.UUID]Write, len(ids))
+	writes := make(map[uuid.UUID]*Write, len(ids))
+	var stmts []statement
+	var tombstoned []uuid.UUID
 	for _, id := range ids {
-		var write Write
+		write := new(Write)
 		at, found := profiles[id]
 		if !found {
 			// Kratos commits an identity before any post-persist hook runs, so an id we were told about that
 			// Kratos does not have was deleted.
-			if write, err = TombstoneProfile(ctx, tx, id); err != nil {
-				return nil, &batchWriteError{err}
-			}
-			if write.Changed {
-				w.logger.InfoContext(ctx, "identity deleted in kratos; profile tombstoned", "identity_id", id, "revision", write.Revision)
-			}
-			writes[id] = write
+			writes[id], tombstoned = write, append(tombstoned, id)
+			stmts = append(stmts, tombstoneProfile(id, write))
 			continue
 		}
 		profile, err := mapped[at], mapErrs[at]
@@ -248,47 +247,69 @@ func (w *IdentityWorker) sync(batch []*syncCall) (map[*syncCall]error, error) {
 		if err != nil {
 			return nil, &batchWriteError{err}
 		}
-		if write, err = UpsertProfile(ctx, tx, profile); err != nil {
-			return nil, &batchWriteError{err}
-		}
 		writes[id] = write
+		stmts = append(stmts, upsertProfile(profile, write))
 	}
-
+	type event struct {
+		applied appliedEvent
+		first   bool
+	}
+	events := make(map[*syncCall]*event)
 	var completed []*syncCall
-	var received []time.Time // of the events this batch applies first
 	for _, j := range batch {
 		if _, cancelled := results[j]; cancelled {
 			continue
 		}
-		id := j.job.Args.IdentityID
-		if ev := j.job.Args.Event; ev != nil {
-			applied, first, err := markEventApplied(ctx, tx, *ev)
-			if err != nil {
-				return nil, &batchWriteError{err}
-			}
-			if first {
-				received = append(received, applied.ReceivedAt)
-			}
-			if _, found := idents[id]; first && found && ev.Hook == HookLoginAfter {
-				at := applied.ReceivedAt
-				if applied.OccurredAt != nil {
-					at = *applied.OccurredAt
-				}
-				login, err := RecordLogin(ctx, tx, id, at)
-				if err != nil {
-					return nil, &batchWriteError{err}
-				}
-				writes[id] = later(writes[id], login)
-			}
+		if key := j.job.Args.Event; key != nil {
+			ev := new(event)
+			events[j] = ev
+			stmts = append(stmts, markEventApplied(*key, &ev.applied, &ev.first))
 		}
 		completed = append(completed, j)
+	}
+	if err := runAll(ctx, tx, stmts); err != nil {
+		return nil, &batchWriteError{err}
+	}
+	for _, id := range tombstoned {
+		if write := writes[id]; write.Changed {
+			w.logger.InfoContext(ctx, "identity deleted in kratos; profile tombstoned", "identity_id", id, "revision", write.Revision)
+		}
+	}
+
+	stmts = stmts[:0]
+	var received []time.Time // of the events this batch applies first
+	logins := make(map[uuid.UUID][]*Write)
+	for _, j := range completed {
+		ev := events[j]
+		if ev == nil || !ev.first {
+			continue
+		}
+		received = append(received, ev.applied.ReceivedAt)
+		id := j.job.Args.IdentityID
+		if _, found := idents[id]; found && j.job.Args.Event.Hook == HookLoginAfter {
+			at := ev.applied.ReceivedAt
+			if ev.applied.OccurredAt != nil {
+				at = *ev.applied.OccurredAt
+			}
+			login := new(Write)
+			logins[id] = append(logins[id], login)
+			stmts = append(stmts, recordLogin(id, at, login))
+		}
+	}
+	if err := runAll(ctx, tx, stmts); err != nil {
+		return nil, &batchWriteError{err}
+	}
+	for id, ls := range logins {
+		for _, login := range ls {
+			*writes[id] = later(*writes[id], *login)
+		}
 	}
 
 	// The search documents follow the rows: their index jobs commit with the writes, or neither happens.
 	if w.index {
 		var changed []uuid.UUID
 		for _, id := range ids {
-			if writes[id].Changed {
+			if write := writes[id]; write != nil && write.Changed {
 				changed = append(changed, id)
 			}
 		}
