@@ -20,8 +20,4 @@ func (w *IdentityWorker) SetUnserialized(v bool) { w.unserialized = v }
 func (r *EventRecorder) SetOnCommit(f func(size int)) { r.onCommit = f }
 
 // Waiting is how many deliveries wait for a committer.
-func (r *EventRecorder) Waiting() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.waiting)
-}
+func (r *EventRecorder) Waiting() int { return r.batches.queued() }

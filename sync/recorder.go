@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	gosync "sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,24 +19,20 @@ import (
 // before the delivery is acknowledged. It commits the deliveries that arrive together in one transaction
 // (a group commit). Under load most of a delivery's cost is per transaction, not per row: the round trips
 // of BEGIN, the inserts and COMMIT, the WAL flush of the commit, and River's insert statement, which takes
-// a whole batch as cheaply as one job. A delivery that finds a committer free
-// goes at once, in a transaction of its own; while every committer is busy, deliveries wait and the next
-// free committer takes all of them. So an idle service adds no latency, and a busy one commits many
-// deliveries per flush.
+// a whole batch as cheaply as one job. A delivery that finds a committer free goes at once, in a
+// transaction of its own; while every committer is busy, deliveries wait and the next free committer takes
+// them (up to MaxBatch), as IdentityWorker batches its jobs (group). So an idle service adds no latency, and
+// a busy one commits many deliveries per flush.
 //
 // Each delivery is acknowledged only after the transaction holding it commits. If a batch fails as a
 // whole for any reason but the database being unreachable, each of its deliveries is tried again in a
 // transaction of its own, so that one delivery that cannot be written fails alone.
 type EventRecorder struct {
-	pool       *pgxpool.Pool
-	jobs       *river.Client[pgx.Tx]
-	timeout    time.Duration
-	committers int
-	maxBatch   int
-
-	mu      gosync.Mutex
-	waiting []*delivery
-	active  int // committers running
+	pool    *pgxpool.Pool
+	jobs    *river.Client[pgx.Tx]
+	timeout time.Duration
+	// batches are the transactions: up to Committers at once, each of up to MaxBatch deliveries.
+	batches *group[*delivery]
 
 	onCommit func(size int) // test seam: told the size of every committed transaction
 }
@@ -58,16 +53,18 @@ type EventRecorderOpts struct {
 
 // NewEventRecorder makes an EventRecorder. It starts nothing: committers run only while deliveries wait.
 func NewEventRecorder(opts EventRecorderOpts) *EventRecorder {
-	r := &EventRecorder{pool: opts.Pool, jobs: opts.Jobs, timeout: opts.Timeout, committers: opts.Committers, maxBatch: opts.MaxBatch}
+	r := &EventRecorder{pool: opts.Pool, jobs: opts.Jobs, timeout: opts.Timeout}
 	if r.timeout <= 0 {
 		r.timeout = 2 * time.Second
 	}
-	if r.committers <= 0 {
-		r.committers = 4
+	size, committers := opts.MaxBatch, opts.Committers
+	if size <= 0 {
+		size = 100
 	}
-	if r.maxBatch <= 0 {
-		r.maxBatch = 100
+	if committers <= 0 {
+		committers = 4
 	}
+	r.batches = newGroup(size, committers, r.commitBatch)
 	return r
 }
 
@@ -98,35 +95,12 @@ func (r *EventRecorder) Record(ctx context.Context, ev Event, also Also) (Record
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	d := &delivery{ctx: ctx, ev: ev, also: also, done: make(chan recordResult, 1)}
-	r.mu.Lock()
-	r.waiting = append(r.waiting, d)
-	if r.active < r.committers {
-		r.active++
-		go r.commitWaiting()
-	}
-	r.mu.Unlock()
+	r.batches.add(d)
 	select {
 	case res := <-d.done:
 		return res.rec, res.err
 	case <-ctx.Done():
 		return Recorded{}, fmt.Errorf("record event %s: %w", ev.Key, ctx.Err())
-	}
-}
-
-// commitWaiting commits the waiting deliveries, a batch at a time, until none is left.
-func (r *EventRecorder) commitWaiting() {
-	for {
-		r.mu.Lock()
-		if len(r.waiting) == 0 {
-			r.active--
-			r.mu.Unlock()
-			return
-		}
-		n := min(len(r.waiting), r.maxBatch)
-		batch := slices.Clone(r.waiting[:n])
-		r.waiting = slices.Delete(r.waiting, 0, n)
-		r.mu.Unlock()
-		r.commitBatch(batch)
 	}
 }
 

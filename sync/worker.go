@@ -81,7 +81,7 @@ type IdentityWorker struct {
 	logger  *slog.Logger
 	timeout time.Duration
 	index   bool
-	batches *batcher
+	batches *group[*syncCall]
 	lag     func(time.Duration)
 
 	// Test seams: afterRead runs between the Kratos read and the database write, once per job;
@@ -110,7 +110,7 @@ func NewIdentityWorker(opts IdentityWorkerOpts) *IdentityWorker {
 		index:   opts.IndexProfiles,
 		lag:     opts.ObserveLagFunc,
 	}
-	w.batches = newBatcher(opts.BatchSize, opts.Batches, w.syncBatch)
+	w.batches = newGroup(opts.BatchSize, opts.Batches, w.syncBatch)
 	return w
 }
 
@@ -124,7 +124,7 @@ func (w *IdentityWorker) Work(ctx context.Context, job *river.Job[IdentityArgs])
 		// The pre-persist nil UUID is never a sync target; the hooks refuse it, so this is a bad job.
 		return river.JobCancel(errors.New("job has the nil identity id"))
 	}
-	return w.batches.do(ctx, job)
+	return syncInBatch(ctx, w.batches, job)
 }
 
 var _ river.Worker[IdentityArgs] = (*IdentityWorker)(nil)
