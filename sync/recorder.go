@@ -25,8 +25,8 @@ import (
 // a busy one commits many deliveries per flush.
 //
 // Each delivery is acknowledged only after the transaction holding it commits. If a batch fails as a
-// whole for any reason but the database being unreachable, each of its deliveries is tried again in a
-// transaction of its own, so that one delivery that cannot be written fails alone.
+// whole for any reason but the database being unreachable, its halves are tried again on their own, down
+// to single deliveries, so that one delivery that cannot be written fails alone.
 type EventRecorder struct {
 	pool    *pgxpool.Pool
 	jobs    *river.Client[pgx.Tx]
@@ -118,16 +118,17 @@ func (r *EventRecorder) commitBatch(batch []*delivery) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
+	r.commitOrSplit(ctx, batch)
+}
+
+// commitOrSplit commits batch and answers its deliveries. If it fails as a whole for any reason but the
+// database being unreachable, each half is tried again on its own, down to single deliveries: a delivery
+// that cannot be written fails alone, after a few transactions rather than one per delivery of the batch.
+func (r *EventRecorder) commitOrSplit(ctx context.Context, batch []*delivery) {
 	recs, err := r.commit(ctx, batch)
 	if err != nil && len(batch) > 1 && !errors.Is(err, ErrDatabaseUnavailable) {
-		for _, d := range batch {
-			recs, err := r.commit(ctx, []*delivery{d})
-			if err != nil {
-				d.done <- recordResult{err: err}
-				continue
-			}
-			d.done <- recordResult{rec: recs[0]}
-		}
+		r.commitOrSplit(ctx, batch[:len(batch)/2])
+		r.commitOrSplit(ctx, batch[len(batch)/2:])
 		return
 	}
 	for i, d := range batch {

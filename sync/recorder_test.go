@@ -158,8 +158,17 @@ func TestEventRecorder_ADeliveryThatCannotBeWrittenFailsAlone(t *testing.T) {
 		require.Equal(t, 1, countRows(t, b.db.Pool, `SELECT count(*) FROM hook_events WHERE flow_id = $1`, evs[i].Key.FlowID))
 	}
 	require.Equal(t, 10, countRows(t, b.db.Pool, `SELECT count(*) FROM river_job`), "the held delivery's job and the 9 others'")
-	// The batch of 10 failed as a whole, then each went alone: 9 commits of one.
-	require.Equal(t, []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, b.commitSizes())
+	// The held delivery alone; then the batch of the 9 others failed as a whole, and its halves were tried
+	// again down to the broken delivery: each other one committed once, in a few transactions (halving 9
+	// takes at most 4 steps, each committing the half without the broken delivery).
+	sizes := b.commitSizes()
+	require.Equal(t, 1, sizes[0])
+	committed := 0
+	for _, n := range sizes {
+		committed += n
+	}
+	require.Equal(t, 10, committed)
+	require.LessOrEqual(t, len(sizes), 1+4, "commits: %v", sizes)
 }
 
 func TestEventRecorder_ARetryInTheSameTransactionIsADuplicate(t *testing.T) {

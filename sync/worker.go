@@ -130,8 +130,8 @@ func (w *IdentityWorker) Work(ctx context.Context, job *river.Job[IdentityArgs])
 var _ river.Worker[IdentityArgs] = (*IdentityWorker)(nil)
 
 // syncBatch syncs a batch and answers each of its jobs. If the batch fails after Kratos answered (a
-// database error), its jobs are tried again one by one at once, so that a job that cannot be written fails
-// only itself.
+// database error), each half is tried again at once, down to single jobs, so that a job that cannot be
+// written fails only itself, after a few transactions rather than one per job of the batch.
 func (w *IdentityWorker) syncBatch(batch []*syncCall) {
 	// A job whose caller gave up (its timeout passed while it waited) has returned already, and River will
 	// retry it: leave it out.
@@ -142,10 +142,9 @@ func (w *IdentityWorker) syncBatch(batch []*syncCall) {
 	results, err := w.sync(batch)
 	var writeErr *batchWriteError
 	if errors.As(err, &writeErr) && len(batch) > 1 {
-		w.logger.WarnContext(batch[0].ctx, "batch sync failed; trying its jobs one by one", "jobs", len(batch), "error", writeErr.err)
-		for _, j := range batch {
-			w.syncBatch([]*syncCall{j})
-		}
+		w.logger.WarnContext(batch[0].ctx, "batch sync failed; trying each half again", "jobs", len(batch), "error", writeErr.err)
+		w.syncBatch(batch[:len(batch)/2])
+		w.syncBatch(batch[len(batch)/2:])
 		return
 	}
 	for _, j := range batch {
