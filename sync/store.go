@@ -89,9 +89,7 @@ func UpsertProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
 func upsertProfile(p Profile, w *Write) statement {
 	return statement{
 		sql: upsertProfileSQL,
-		args: []any{p.IdentityID, p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
-			p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
-			p.Attributes, p.CreatedAt},
+		args: contentArgs(p),
 		scan: scanWrite(w, "upsert profile", p.IdentityID),
 	}
 }
@@ -125,8 +123,16 @@ func InsertMissingProfiles(ctx context.Context, q Querier, ps []Profile) ([]Writ
 // 65,535.
 const insertBatch = 4000
 
-// insertMissingColumns are the parameters of one profile in insertMissing's INSERT, in order.
+// insertMissingColumns are the parameters of one profile in insertMissing's INSERT: contentArgs.
 const insertMissingColumns = 15
+
+// contentArgs are the columns a sync writes from Kratos, in the order upsertProfileSQL and insertMissing
+// take them.
+func contentArgs(p Profile) []any {
+	return []any{PgUUID(p.IdentityID), p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
+		p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
+		p.Attributes, p.CreatedAt}
+}
 
 // insertMissing inserts ps (at most insertBatch) with ON CONFLICT DO NOTHING: a row that exists, tombstone or
 // not, is never touched.
@@ -142,9 +148,7 @@ func insertMissing(ctx context.Context, q Querier, ps []Profile) ([]Write, error
 			fmt.Fprintf(&values, "$%d, ", i*insertMissingColumns+c+1)
 		}
 		values.WriteString("1, now())")
-		args = append(args, PgUUID(p.IdentityID), p.SchemaID, p.State, p.Traits, p.MetadataPublic, p.VerifiableAddresses,
-			p.RecoveryAddresses, p.Email, p.EmailVerified, p.Phone, p.PhoneVerified, p.Name, p.Locale,
-			p.Attributes, p.CreatedAt)
+		args = append(args, contentArgs(p)...)
 	}
 	rows, err := q.Query(ctx, `
 INSERT INTO profiles (
@@ -152,26 +156,23 @@ INSERT INTO profiles (
     email, email_verified, phone, phone_verified, name, locale, attributes, created_at, revision, synced_at)
 VALUES `+values.String()+`
 ON CONFLICT (identity_id) DO NOTHING
-RETURNING identity_id, revision`, args...)
+RETURNING identity_id`, args...)
 	if err != nil {
 		return nil, err
 	}
-	inserted, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Profile, error) {
-		var p Profile
-		err := row.Scan(&p.IdentityID, &p.Revision)
-		return p, err
-	})
+	inserted, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 	if err != nil {
 		return nil, err
 	}
-	revisions := make(map[uuid.UUID]int64, len(inserted))
-	for _, p := range inserted {
-		revisions[p.IdentityID] = p.Revision
+	// A row inserted is at revision 1; one that existed was left alone.
+	wasInserted := make(map[uuid.UUID]bool, len(inserted))
+	for _, id := range inserted {
+		wasInserted[id] = true
 	}
 	writes := make([]Write, len(ps))
 	for i, p := range ps {
-		if rev, ok := revisions[p.IdentityID]; ok {
-			writes[i] = Write{Changed: true, Revision: rev}
+		if wasInserted[p.IdentityID] {
+			writes[i] = Write{Changed: true, Revision: 1}
 		}
 	}
 	return writes, nil
