@@ -88,7 +88,7 @@ func UpsertProfile(ctx context.Context, q Querier, p Profile) (Write, error) {
 
 func upsertProfile(p Profile, w *Write) statement {
 	return statement{
-		sql: upsertProfileSQL,
+		sql:  upsertProfileSQL,
 		args: contentArgs(p),
 		scan: scanWrite(w, "upsert profile", p.IdentityID),
 	}
