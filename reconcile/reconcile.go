@@ -357,19 +357,28 @@ func (p *pass) page(ctx context.Context, pg page) (pageRepairs, error) {
 		ids[i] = pg.identities[i].ID
 	}
 
-	// The profiles of the page (and their documents), and the orphans in its range, at the same time: they
-	// are independent, and the orphan search runs on the lock's connection.
+	// The profiles of the page, their documents and the orphans in its range, at the same time: they are
+	// independent, and the orphan search runs on the lock's connection.
 	var (
 		rows     map[uuid.UUID]*profileRow
 		versions map[uuid.UUID]int64
 		orphans  int
 	)
-	var loadErr, orphanErr error
+	var loadErr, versionsErr, orphanErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { rows, versions, loadErr = p.loadPage(ctx, ids) })
+	wg.Go(func() { rows, loadErr = p.loadProfiles(ctx, ids) })
+	if p.Documents != nil {
+		// All of the page's ids, not only those with a row: asking Elasticsearch about an id it does not
+		// have costs less than waiting for the rows first.
+		wg.Go(func() {
+			if versions, versionsErr = p.Documents.DocumentVersions(ctx, ids); versionsErr != nil {
+				versionsErr = fmt.Errorf("check documents: %w", versionsErr)
+			}
+		})
+	}
 	wg.Go(func() { orphans, orphanErr = p.findOrphans(ctx, pg, ids) })
 	wg.Wait()
-	if err := errors.Join(loadErr, orphanErr); err != nil {
+	if err := errors.Join(loadErr, versionsErr, orphanErr); err != nil {
 		return pageRepairs{}, err
 	}
 	p.report.ProfilesOrphaned += orphans
@@ -481,25 +490,6 @@ func (w *repairWriter) finish() (inserted, enqueued int, err error) {
 	close(w.pages)
 	<-w.done
 	return w.inserted, w.enqueued, w.err
-}
-
-// loadPage reads the profiles of the page's identities and, with the index on, their documents' versions.
-func (p *pass) loadPage(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*profileRow, map[uuid.UUID]int64, error) {
-	rows, err := p.loadProfiles(ctx, ids)
-	if err != nil || p.Documents == nil || len(rows) == 0 {
-		return rows, nil, err
-	}
-	withRows := make([]uuid.UUID, 0, len(rows))
-	for _, id := range ids {
-		if _, ok := rows[id]; ok {
-			withRows = append(withRows, id)
-		}
-	}
-	versions, err := p.Documents.DocumentVersions(ctx, withRows)
-	if err != nil {
-		return nil, nil, fmt.Errorf("check documents: %w", err)
-	}
-	return rows, versions, nil
 }
 
 func (p *pass) loadProfiles(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*profileRow, error) {
